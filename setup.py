@@ -28,8 +28,8 @@ setup(
         "pyyaml>=6.0",
     ],
     extras_require={
-        "dicom": ["pydicom>=2.4"],
-        "dev": ["pytest>=8.0", "scikit-learn>=1.3", "pydicom>=2.4"],
+        "dicom": ["pydicom>=3.0"],
+        "dev": ["pytest>=8.0", "scikit-learn>=1.3", "pydicom>=3.0"],
     },
     entry_points={"console_scripts": ["cxrgen=cxrgen.cli:main"]},
     classifiers=[
