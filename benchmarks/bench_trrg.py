@@ -1,0 +1,172 @@
+"""TRRG speed and memory on CPU: generation throughput and training-step time / peak memory.
+
+Two presets: "tiny" (the test-size model) and "base100m" (Swin-T at 224 px + a ~100M-parameter Llama-style LLM).
+Each measurement runs in a fresh process so that the reported peak resident memory (ru_maxrss) belongs to it.
+Random weights: the numbers are speed and memory, not report quality.
+
+    python benchmarks/bench_trrg.py                       # both presets, markdown table on stdout
+    python benchmarks/bench_trrg.py --presets tiny --threads 2
+"""
+
+import argparse
+import json
+import multiprocessing
+import platform
+import resource
+import statistics
+import time
+
+PRESETS = {
+    "tiny": {
+        "vision": dict(image_size=32, patch_size=8, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=2),
+        "text": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, vocab_size=128),
+        "trrg": dict(num_query_tokens=4, interaction_hidden_size=32, interaction_layers=1, interaction_heads=4,
+                     projection_dim=16),
+    },
+    "base100m": {  # Swin-T vision tower, Llama-style LLM of ~106M parameters
+        "vision": dict(image_size=224, patch_size=4, embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
+                       window_size=7),
+        "text": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=8, num_attention_heads=12,
+                     num_key_value_heads=12, vocab_size=32000),
+        "trrg": dict(num_query_tokens=32, interaction_hidden_size=768, interaction_layers=2, interaction_heads=8,
+                     projection_dim=512),
+    },
+}
+BATCH, VIEWS, PROMPT_WORDS, REPORT_TOKENS, NEW_TOKENS = 2, 2, 16, 60, 32
+
+
+def _build(preset):
+    import torch
+    from transformers import LlamaConfig, SwinConfig
+
+    from cxrgen.modeling.trrg import TrrgConfig, TrrgForConditionalGeneration
+
+    spec = PRESETS[preset]
+    text = LlamaConfig(max_position_embeddings=512, bos_token_id=1, eos_token_id=2, pad_token_id=0, **spec["text"])
+    config = TrrgConfig(
+        vision_config=SwinConfig(**spec["vision"]), text_config=text, image_token_id=4, clue_token_id=5, **spec["trrg"]
+    )
+    torch.manual_seed(0)
+    model = TrrgForConditionalGeneration(config)
+    size = spec["vision"]["image_size"]
+    prompt = [1] + [4] * config.num_query_tokens + [5] * config.num_clue_tokens + list(range(10, 10 + PROMPT_WORDS))
+    input_ids = torch.tensor([prompt] * BATCH)
+    pixel_values = torch.randn(BATCH, VIEWS, 3, size, size)
+    return model, input_ids, pixel_values
+
+
+def _measure(preset, mode, threads, steps, queue):
+    import torch
+
+    torch.set_num_threads(threads)
+    model, input_ids, pixel_values = _build(preset)
+    llm_params = sum(p.numel() for p in model.model.language_model.parameters()) + model.lm_head.weight.numel()
+    result = {"preset": preset, "mode": mode, "params_total_m": sum(p.numel() for p in model.parameters()) / 1e6,
+              "params_llm_m": llm_params / 1e6, "rss_after_build_mib": _rss_mib()}
+    if mode == "generate":
+        model.eval()
+        kwargs = dict(input_ids=input_ids, pixel_values=pixel_values, attention_mask=torch.ones_like(input_ids),
+                      max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+        with torch.no_grad():
+            model.generate(**{**kwargs, "max_new_tokens": 2, "min_new_tokens": 2})  # warm-up
+            times = []
+            for _ in range(steps):
+                start = time.perf_counter()
+                model.generate(**kwargs)
+                times.append(time.perf_counter() - start)
+        result["seconds"] = statistics.median(times)
+        result["new_tokens_per_s"] = BATCH * NEW_TOKENS / result["seconds"]
+    else:
+        if mode == "train_lora":
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(r=16, lora_alpha=32, target_modules=model.lora_target_modules(),
+                              modules_to_save=list(model.lora_trainable_modules))
+            model = get_peft_model(model, lora)
+        model.train()
+        report = torch.randint(10, 100, (BATCH, REPORT_TOKENS))
+        ids = torch.cat([input_ids, report], dim=1)
+        labels = torch.cat([torch.full_like(input_ids, -100), report], dim=1)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        result["params_trainable_m"] = sum(p.numel() for p in trainable) / 1e6
+        optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+        times = []
+        for step in range(steps + 1):
+            start = time.perf_counter()
+            model(input_ids=ids, pixel_values=pixel_values, labels=labels).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            if step:  # the first step allocates optimizer state
+                times.append(time.perf_counter() - start)
+        result["seconds"] = statistics.median(times)
+    result["peak_rss_mib"] = _rss_mib()
+    queue.put(result)
+
+
+def _rss_mib():
+    # ru_maxrss is in KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(presets, modes, threads, steps):
+    """Measure every (preset, mode) pair in its own spawned process; returns one dict per measurement."""
+    context = multiprocessing.get_context("spawn")
+    results = []
+    for preset in presets:
+        for mode in modes:
+            queue = context.Queue()
+            process = context.Process(target=_measure, args=(preset, mode, threads, steps, queue))
+            process.start()
+            results.append(queue.get())
+            process.join()
+    return results
+
+
+def _versions():
+    import peft
+    import torch
+    import transformers
+
+    return (
+        f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"peft {peft.__version__}"
+    )
+
+
+def markdown(results, threads):
+    lines = [
+        f"CPU: {platform.processor() or platform.machine()}, {multiprocessing.cpu_count()} cores visible, "
+        f"torch threads {threads}; {_versions()}.",
+        f"Batch {BATCH} studies x {VIEWS} views; prompt = Q image + 14 clue placeholders + {PROMPT_WORDS} words; "
+        f"generation {NEW_TOKENS} new tokens greedy with KV cache; training on {REPORT_TOKENS} report tokens, AdamW.",
+        "",
+        "| preset | params total (M) | LLM (M) | mode | trainable (M) | median time (s) | new tokens/s "
+        "| RSS after build (MiB) | peak RSS (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        trainable = f"{r['params_trainable_m']:.2f}" if "params_trainable_m" in r else "-"
+        throughput = f"{r['new_tokens_per_s']:.1f}" if "new_tokens_per_s" in r else "-"
+        lines.append(
+            f"| {r['preset']} | {r['params_total_m']:.1f} | {r['params_llm_m']:.1f} | {r['mode']} | {trainable} | "
+            f"{r['seconds']:.3f} | {throughput} | {r['rss_after_build_mib']:.0f} | {r['peak_rss_mib']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    parser.add_argument("--modes", nargs="+", default=["generate", "train_full", "train_lora"],
+                        choices=["generate", "train_full", "train_lora"])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads; more only helps on idle cores")
+    parser.add_argument("--steps", type=int, default=3, help="timed repetitions (median reported)")
+    parser.add_argument("--json", action="store_true", help="print raw JSON instead of a markdown table")
+    args = parser.parse_args()
+    results = run(args.presets, args.modes, args.threads, args.steps)
+    print(json.dumps(results, indent=2) if args.json else markdown(results, args.threads))
+
+
+if __name__ == "__main__":
+    main()

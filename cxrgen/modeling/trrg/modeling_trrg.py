@@ -1,0 +1,846 @@
+"""TRRG (Truthful Radiology Report Generation) as transformers models.
+
+Only the paper's abstract is public (Wang et al., MICCAI 2025, arXiv 2408.12141). It names the parts: stage-1
+contrastive pre-training for fine-grained disease perception, and a stage-2 LLM fed with a clue injection module
+(zero-shot disease perception), a cross-modal clue interaction module over an arbitrary number of clues and a
+disease-aware consistency loss. Every design detail below is a reconstruction; the choices:
+
+Stage 1 (`TrrgForContrastivePretraining`)
+  * Any transformers vision encoder (default Swin-B) and a BERT-like text encoder ([CLS] state), each followed by
+    a bias-free linear projection into a `projection_dim` joint space, learnable temperature (CLIP init 1/0.07).
+  * Image-sentence pairs: one sentence sampled per report, favouring sentences with a positive or uncertain
+    finding (`sample_report_sentences`, weight `finding_sentence_weight`) against the normal-text imbalance.
+  * Symmetric InfoNCE with soft targets: in-batch pairs whose sentences are identical (same token ids) or carry
+    the same non-empty finding labels are positives of each other, the target mass split evenly among them.
+  * Multi-view studies: each real view is embedded and L2-normalised, the study embedding is the renormalised
+    mean over real views (`pixel_mask`).
+  * Zero-shot perception (CheXzero-style): for each observation, several positive and several negative prompts
+    are embedded, averaged per polarity and renormalised; p = softmax(scale * [cos(v, t+), cos(v, t-)])[0].
+
+Stage 2 (`TrrgForConditionalGeneration`, the transformers 5 VLM layout: `model` = `TrrgModel` backbone returning
+`last_hidden_state`, separate untied `lm_head`, the LLM at `model.language_model`)
+  * Vision tower (any transformers vision encoder) -> per view the patch tokens plus the pooled global token,
+    mapped to the interaction width by an MLP projector (Linear-act-Linear-LayerNorm). Only real views are
+    encoded.
+  * Zero-shot disease head: the stage-1 visual projection, temperature and prompt embeddings (a persistent
+    buffer, so the text tower is not needed); frozen by default (`freeze_zero_shot_head`) so that the stage-1
+    perception stays the robust prior the clues are built from.
+  * Clue injection: observations are selected by per-observation threshold, top-k or all; each clue is
+    MLP([t_polarity ; p]) + observation embedding + polarity embedding, polarity = p >= threshold. Selected
+    clues are packed most probable first into `num_clue_tokens` slots; empty slots carry a learned "no clue"
+    embedding, so prompts have a fixed length and the KV cache needs no mask surgery.
+  * Cross-modal clue interaction: `interaction_layers` pre-LN blocks; clue tokens cross-attend to the visual
+    memory (patch tokens = fine grain, global tokens = coarse grain), then `num_query_tokens` learned queries
+    cross-attend to [visual memory ; clues] with the empty clue slots masked (0..all clues per study in one
+    batch). It works at `interaction_hidden_size` (Q-Former-like, so that a 4096-wide LLM does not make it huge);
+    a linear layer maps its outputs to the LLM width: clue-grounded visual tokens (-> `<image>` slots) and
+    visually grounded clues (-> `<clue>` slots).
+  * Disease-aware consistency loss: a linear head over the mean of the clue-grounded query tokens gives one logit
+    per observation, trained with BCE against the report's labels (positive = 1, other codes = 0, or float
+    targets) and added to the LM loss with weight `disease_loss_weight`.
+  * The processor writes `<image>` x num_query_tokens and `<clue>` x num_clue_tokens placeholders; the model
+    scatters the embeddings into them (`masked_scatter`), a count mismatch raises, and both ids are suppressed in
+    generation. `perceive()` / `structured_findings()` give the per-observation probabilities and the clues used.
+
+Self-contained (torch/transformers and sibling single-dot imports) because it is copied to the Hub as remote code.
+"""
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationMixin, PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.utils import ModelOutput
+
+from .configuration_trrg import TrrgConfig, TrrgContrastiveConfig
+from .pipeline_trrg import TrrgReportPipeline
+
+# Four-way mention codes of cxrgen.labels (copied: remote code cannot import the package).
+_POSITIVE, _UNCERTAIN = 1, 3
+_CLIP_LOGIT_SCALE = math.log(1 / 0.07)
+
+
+def _vision_width(vision_config):
+    width = getattr(vision_config, "hidden_size", None)
+    if width is None and getattr(vision_config, "hidden_sizes", None):
+        width = vision_config.hidden_sizes[-1]
+    if width is None:
+        raise ValueError(f"vision_config ({vision_config.model_type}) has neither hidden_size nor hidden_sizes")
+    return int(width)
+
+
+def _check_pixel_inputs(pixel_values, pixel_mask):
+    """Normalise to (B, V, C, H, W) pixels and a boolean (B, V) view mask, rejecting studies without a real view."""
+    if pixel_values.ndim == 4:
+        pixel_values = pixel_values[:, None]
+    if pixel_values.ndim != 5:
+        raise ValueError(f"pixel_values must be (B, V, C, H, W) or (B, C, H, W), got shape {tuple(pixel_values.shape)}")
+    batch, views = pixel_values.shape[:2]
+    if pixel_mask is None:
+        view_mask = torch.ones(batch, views, dtype=torch.bool, device=pixel_values.device)
+    else:
+        if tuple(pixel_mask.shape) != (batch, views):
+            raise ValueError(f"pixel_mask must be (B, V) = {(batch, views)}, got {tuple(pixel_mask.shape)}")
+        view_mask = pixel_mask.to(device=pixel_values.device).bool()
+    empty = (~view_mask.any(1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"pixel_mask marks no real view for studies {empty}; every study needs at least one image")
+    return pixel_values, view_mask
+
+
+def _encode_views(vision_model, pixel_values, view_mask):
+    """Encode the real views only: (B, V, N, D) patch tokens and (B, V, D) global tokens, zeros for padded views."""
+    batch, views = view_mask.shape
+    flat_mask = view_mask.flatten()
+    real = pixel_values.flatten(0, 1)[flat_mask].to(vision_model.dtype)
+    outputs = vision_model(pixel_values=real, return_dict=True)
+    tokens = outputs.last_hidden_state
+    if tokens.ndim == 4:  # convolutional encoders return (n, C, h, w) maps
+        tokens = tokens.flatten(2).transpose(1, 2)
+    pooled = getattr(outputs, "pooler_output", None)
+    pooled = tokens.mean(1) if pooled is None else pooled.flatten(1)
+    patch = tokens.new_zeros(batch * views, *tokens.shape[1:])
+    patch[flat_mask] = tokens
+    glob = pooled.new_zeros(batch * views, pooled.shape[-1])
+    glob[flat_mask] = pooled
+    return patch.view(batch, views, *tokens.shape[1:]), glob.view(batch, views, -1)
+
+
+def _study_embedding(view_embeds, view_mask):
+    """L2-normalised mean of the L2-normalised real-view embeddings: (B, V, P) -> (B, P)."""
+    view_embeds = F.normalize(view_embeds, dim=-1) * view_mask[..., None].to(view_embeds.dtype)
+    return F.normalize(view_embeds.sum(1), dim=-1)
+
+
+def _zero_shot_logits(study_embeds, prompt_embeds, logit_scale):
+    """Log-odds of positive vs negative prompt per observation: (B, P), (D, 2, P) -> (B, D)."""
+    sims = torch.einsum("bp,dkp->bdk", study_embeds, prompt_embeds.to(study_embeds.dtype)) * logit_scale.exp()
+    # softmax over [positive, negative] taken at index 0 equals sigmoid of the difference
+    return sims[..., 0] - sims[..., 1]
+
+
+def sample_report_sentences(sentences, sentence_labels, finding_weight, num_samples=1, generator=None):
+    """Draw `num_samples` sentence indices without replacement, favouring sentences that mention a finding.
+
+    `sentence_labels[i]` are the 14 four-way codes of sentence i (observation 0 is "No Finding"); a sentence with a
+    positive or uncertain finding gets weight `finding_weight` (`TrrgContrastiveConfig.finding_sentence_weight`),
+    the others weight 1.
+    """
+    if len(sentences) != len(sentence_labels):
+        raise ValueError(f"{len(sentences)} sentences but {len(sentence_labels)} label rows")
+    if not 1 <= num_samples <= len(sentences):
+        raise ValueError(f"num_samples must be in 1..{len(sentences)} (number of sentences), got {num_samples}")
+    weights = torch.tensor(
+        [finding_weight if any(c in (_POSITIVE, _UNCERTAIN) for c in labels[1:]) else 1.0 for labels in sentence_labels]
+    )
+    return torch.multinomial(weights, num_samples, replacement=False, generator=generator).tolist()
+
+
+def contrastive_soft_targets(input_ids, attention_mask=None, finding_labels=None):
+    """Row-normalised (B, B) targets: a pair is positive if same index, same sentence or same non-empty findings."""
+    ids = input_ids if attention_mask is None else input_ids.masked_fill(attention_mask == 0, -1)
+    positive = (ids[:, None, :] == ids[None, :, :]).all(-1)
+    if finding_labels is not None:
+        if finding_labels.shape[0] != input_ids.shape[0]:
+            raise ValueError(f"finding_labels has {finding_labels.shape[0]} rows for {input_ids.shape[0]} sentences")
+        mentioned = (finding_labels != 0).any(-1)
+        same = (finding_labels[:, None, :] == finding_labels[None, :, :]).all(-1)
+        positive = positive | (same & mentioned[:, None] & mentioned[None, :])
+    positive = positive | torch.eye(len(ids), dtype=torch.bool, device=ids.device)
+    positive = positive.float()
+    return positive / positive.sum(-1, keepdim=True)
+
+
+def soft_contrastive_loss(logits_per_image, targets):
+    """Symmetric soft-target InfoNCE (targets built symmetric, so the text side uses the same matrix)."""
+    image_loss = -(targets * logits_per_image.log_softmax(-1)).sum(-1).mean()
+    text_loss = -(targets * logits_per_image.t().log_softmax(-1)).sum(-1).mean()
+    return (image_loss + text_loss) / 2
+
+
+# ----------------------------------------------------------------------------------------------------- stage 1
+@dataclass
+class TrrgContrastiveOutput(ModelOutput):
+    """Stage-1 output: soft-target InfoNCE loss, similarity logits and normalised embeddings."""
+
+    loss: torch.FloatTensor | None = None
+    logits_per_image: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+
+
+class TrrgContrastivePreTrainedModel(PreTrainedModel):
+    config: TrrgContrastiveConfig
+    config_class = TrrgContrastiveConfig
+    base_model_prefix = "trrg_contrastive"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, TrrgForContrastivePretraining):
+            init.constant_(module.logit_scale, self.config.logit_scale_init_value)
+
+
+class TrrgForContrastivePretraining(TrrgContrastivePreTrainedModel):
+    """Stage 1: disease-aware image-sentence contrastive pre-training and zero-shot disease perception."""
+
+    def __init__(self, config: TrrgContrastiveConfig):
+        super().__init__(config)
+        self.vision_model = AutoModel.from_config(config.vision_config)
+        self.text_model = AutoModel.from_config(config.text_config)
+        self.visual_projection = nn.Linear(_vision_width(config.vision_config), config.projection_dim, bias=False)
+        self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
+        self.post_init()
+
+    def get_image_features(self, pixel_values, pixel_mask=None):
+        """Normalised study embeddings (B, P) from (B, V, C, H, W) pixels (views averaged) or (B, C, H, W)."""
+        pixel_values, view_mask = _check_pixel_inputs(pixel_values, pixel_mask)
+        _, glob = _encode_views(self.vision_model, pixel_values, view_mask)
+        return _study_embedding(self.visual_projection(glob), view_mask)
+
+    def get_text_features(self, input_ids, attention_mask=None, token_type_ids=None):
+        """Normalised sentence embeddings (B, P) from the text encoder's first ([CLS]) token."""
+        kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        hidden = self.text_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        return F.normalize(self.text_projection(hidden[:, 0]), dim=-1)
+
+    def forward(
+        self,
+        pixel_values=None,
+        input_ids=None,
+        attention_mask=None,
+        pixel_mask=None,
+        token_type_ids=None,
+        finding_labels=None,
+        return_loss=True,
+        **kwargs,
+    ):
+        """Contrast each study with its sampled sentence; `finding_labels` (B, 14) are the sentences' label codes."""
+        if pixel_values is None or input_ids is None:
+            raise ValueError("TrrgForContrastivePretraining needs both pixel_values and input_ids")
+        image_embeds = self.get_image_features(pixel_values, pixel_mask)
+        text_embeds = self.get_text_features(input_ids, attention_mask, token_type_ids)
+        if image_embeds.shape[0] != text_embeds.shape[0]:
+            raise ValueError(f"{image_embeds.shape[0]} studies but {text_embeds.shape[0]} sentences in the batch")
+        logits_per_image = self.logit_scale.exp() * image_embeds @ text_embeds.t()
+        loss = None
+        if return_loss:
+            if self.config.same_findings_positive:
+                targets = contrastive_soft_targets(input_ids, attention_mask, finding_labels)
+            else:
+                targets = torch.eye(len(input_ids), device=input_ids.device)
+            loss = soft_contrastive_loss(logits_per_image, targets.to(logits_per_image.dtype))
+        return TrrgContrastiveOutput(
+            loss=loss,
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_image.t(),
+            image_embeds=image_embeds,
+            text_embeds=text_embeds,
+        )
+
+    @torch.no_grad()
+    def encode_disease_prompts(self, tokenizer):
+        """Ensembled prompt embeddings (D, 2, P): index 0 positive, 1 negative, for each observation."""
+        embeds = []
+        for positives, negatives in self.config.disease_prompts():
+            pair = []
+            for prompts in (positives, negatives):
+                enc = tokenizer(prompts, padding=True, return_tensors="pt").to(self.device)
+                features = self.get_text_features(enc["input_ids"], enc.get("attention_mask"), enc.get("token_type_ids"))
+                pair.append(F.normalize(features.mean(0), dim=-1))
+            embeds.append(torch.stack(pair))
+        return torch.stack(embeds)
+
+    @torch.no_grad()
+    def zero_shot(self, pixel_values, tokenizer=None, pixel_mask=None, prompt_embeds=None):
+        """Probability (B, D) of each observation for an image or a multi-view study."""
+        if prompt_embeds is None:
+            if tokenizer is None:
+                raise ValueError("zero_shot needs the text tokenizer or precomputed prompt_embeds")
+            prompt_embeds = self.encode_disease_prompts(tokenizer)
+        study = self.get_image_features(pixel_values, pixel_mask)
+        return torch.sigmoid(_zero_shot_logits(study, prompt_embeds, self.logit_scale))
+
+
+# ----------------------------------------------------------------------------------------------------- stage 2
+@dataclass
+class TrrgPerception(ModelOutput):
+    """What the vision side hands the LLM, plus the structured findings.
+
+    image_embeds (B, Q, H) clue-grounded visual tokens; clue_embeds (B, S, H) visually grounded clues (empty slots
+    hold the "no clue" embedding); disease_probs (B, D) zero-shot probabilities; disease_logits (B, D) consistency
+    head logits; clue_ids (B, S) observation index per slot; clue_polarity (B, S) 1 = positive; clue_mask (B, S).
+    """
+
+    image_embeds: torch.FloatTensor | None = None
+    clue_embeds: torch.FloatTensor | None = None
+    disease_probs: torch.FloatTensor | None = None
+    disease_logits: torch.FloatTensor | None = None
+    clue_ids: torch.LongTensor | None = None
+    clue_polarity: torch.LongTensor | None = None
+    clue_mask: torch.BoolTensor | None = None
+
+
+@dataclass
+class TrrgModelOutputWithPast(BaseModelOutputWithPast):
+    """Backbone output: the LLM's hidden states plus the perception of the current images (prefill only)."""
+
+    disease_probs: torch.FloatTensor | None = None
+    disease_logits: torch.FloatTensor | None = None
+    clue_ids: torch.LongTensor | None = None
+    clue_polarity: torch.LongTensor | None = None
+    clue_mask: torch.BoolTensor | None = None
+
+
+@dataclass
+class TrrgCausalLMOutputWithPast(ModelOutput):
+    """LM output; `loss` = LM loss + disease_loss_weight * disease_loss when both labels are given."""
+
+    loss: torch.FloatTensor | None = None
+    lm_loss: torch.FloatTensor | None = None
+    disease_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    disease_probs: torch.FloatTensor | None = None
+    disease_logits: torch.FloatTensor | None = None
+    clue_ids: torch.LongTensor | None = None
+    clue_polarity: torch.LongTensor | None = None
+    clue_mask: torch.BoolTensor | None = None
+
+
+class TrrgProjector(nn.Module):
+    """Vision width -> interaction width for patch and global tokens."""
+
+    def __init__(self, config: TrrgConfig):
+        super().__init__()
+        hidden = config.interaction_hidden_size
+        self.fc1 = nn.Linear(_vision_width(config.vision_config), hidden)
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, features):
+        return self.norm(self.fc2(self.act(self.fc1(features))))
+
+
+class TrrgZeroShotHead(nn.Module):
+    """Stage-1 zero-shot perception without the text tower: visual projection, temperature, prompt embeddings."""
+
+    def __init__(self, config: TrrgConfig):
+        super().__init__()
+        self.visual_projection = nn.Linear(_vision_width(config.vision_config), config.projection_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(_CLIP_LOGIT_SCALE))
+        self.register_buffer("prompt_embeds", torch.zeros(len(config.observation_names), 2, config.projection_dim))
+
+    def forward(self, global_tokens, view_mask):
+        """(B, V, Dv) global view tokens -> (B, D) log-odds of each observation."""
+        study = _study_embedding(self.visual_projection(global_tokens), view_mask)
+        return _zero_shot_logits(study, self.prompt_embeds, self.logit_scale)
+
+
+class TrrgClueInjector(nn.Module):
+    """Selects clues from the zero-shot probabilities and embeds observation, polarity and probability."""
+
+    def __init__(self, config: TrrgConfig):
+        super().__init__()
+        hidden = config.interaction_hidden_size
+        self.selection = config.clue_selection
+        self.num_slots = config.num_clue_tokens
+        self.thresholds = config.thresholds()
+        self.fc1 = nn.Linear(config.projection_dim + 1, hidden)
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.observation_embeddings = nn.Embedding(len(config.observation_names), hidden)
+        self.polarity_embeddings = nn.Embedding(2, hidden)
+        # fills the unused clue slots of the LLM prompt, so it lives in the LLM's embedding space
+        self.null_clue = nn.Parameter(torch.zeros(config.text_config.hidden_size))
+
+    def forward(self, probs, prompt_embeds):
+        positive = probs >= torch.tensor(self.thresholds, dtype=probs.dtype, device=probs.device)
+        selected = positive if self.selection == "threshold" else torch.ones_like(positive)
+        # most probable first; unselected observations sort behind every selected one
+        score = torch.where(selected, probs, probs - 2.0)
+        order = score.sort(dim=-1, descending=True, stable=True).indices[:, : self.num_slots]
+        clue_mask = selected.gather(1, order)
+        polarity = positive.gather(1, order).long()
+        clue_prompts = prompt_embeds.to(probs.dtype)[order, 1 - polarity]  # prompt index 0 = positive
+        features = torch.cat([clue_prompts, probs.gather(1, order)[..., None]], dim=-1)
+        clues = self.fc2(self.act(self.fc1(features)))
+        clues = clues + self.observation_embeddings(order) + self.polarity_embeddings(polarity)
+        return clues, order, polarity, clue_mask
+
+
+class TrrgInteractionLayer(nn.Module):
+    """Clues <- visual memory, then queries <- [visual memory ; clues]; pre-LN residual blocks with FFNs."""
+
+    def __init__(self, hidden, heads, dropout):
+        super().__init__()
+        self.memory_norm = nn.LayerNorm(hidden)
+        self.clue_norm = nn.LayerNorm(hidden)
+        self.clue_attention = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.clue_ffn_norm = nn.LayerNorm(hidden)
+        self.clue_ffn = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden))
+        self.query_norm = nn.LayerNorm(hidden)
+        self.clue_key_norm = nn.LayerNorm(hidden)
+        self.query_attention = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.query_ffn_norm = nn.LayerNorm(hidden)
+        self.query_ffn = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden))
+
+    def forward(self, queries, clues, memory, memory_padding, clue_padding):
+        memory = self.memory_norm(memory)
+        normed = self.clue_norm(clues)
+        clues = clues + self.clue_attention(normed, memory, memory, key_padding_mask=memory_padding, need_weights=False)[0]
+        clues = clues + self.clue_ffn(self.clue_ffn_norm(clues))
+        keys = torch.cat([memory, self.clue_key_norm(clues)], dim=1)
+        padding = torch.cat([memory_padding, clue_padding], dim=1)
+        normed = self.query_norm(queries)
+        queries = queries + self.query_attention(normed, keys, keys, key_padding_mask=padding, need_weights=False)[0]
+        queries = queries + self.query_ffn(self.query_ffn_norm(queries))
+        return queries, clues
+
+
+class TrrgClueInteraction(nn.Module):
+    """Cross-modal clue interaction over any number (0..all) of clues per study."""
+
+    def __init__(self, config: TrrgConfig):
+        super().__init__()
+        hidden = config.interaction_hidden_size
+        if hidden % config.interaction_heads:
+            raise ValueError(
+                f"TrrgConfig.interaction_heads ({config.interaction_heads}) must divide interaction_hidden_size ({hidden})"
+            )
+        self.layers = nn.ModuleList(
+            TrrgInteractionLayer(hidden, config.interaction_heads, config.interaction_dropout)
+            for _ in range(config.interaction_layers)
+        )
+        self.queries = nn.Parameter(torch.zeros(config.num_query_tokens, hidden))
+        self.query_out_norm = nn.LayerNorm(hidden)
+        self.clue_out_norm = nn.LayerNorm(hidden)
+        self.language_projection = nn.Linear(hidden, config.text_config.hidden_size)
+
+    def forward(self, clues, memory, memory_padding, clue_padding):
+        """Returns the queries in interaction width, and queries and clues projected to the LLM width."""
+        queries = self.queries[None].expand(memory.shape[0], -1, -1).to(memory.dtype)
+        for layer in self.layers:
+            queries, clues = layer(queries, clues, memory, memory_padding, clue_padding)
+        queries = self.query_out_norm(queries)
+        return queries, self.language_projection(queries), self.language_projection(self.clue_out_norm(clues))
+
+
+class TrrgPreTrainedModel(PreTrainedModel):
+    config: TrrgConfig
+    config_class = TrrgConfig
+    base_model_prefix = "model"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["TrrgInteractionLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+
+    def enable_input_require_grads(self):
+        """Mark the LLM's token embeddings as requiring grad (for frozen-base training with checkpointing).
+
+        The generic version hooks every sub-model's input embeddings and fails on vision towers whose patch
+        embedding returns a tuple (Swin); the visual and clue embeddings come from trainable modules anyway.
+        """
+
+        def require_grads(module, inputs, output):
+            output.requires_grad_(True)
+
+        self._require_grads_hooks = [self.get_input_embeddings().register_forward_hook(require_grads)]
+        self._require_grads_hook = self._require_grads_hooks[0]
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        if isinstance(module, TrrgClueInteraction):
+            init.normal_(module.queries, std=std)
+        elif isinstance(module, TrrgZeroShotHead):
+            init.constant_(module.logit_scale, _CLIP_LOGIT_SCALE)
+            init.copy_(module.prompt_embeds, F.normalize(torch.randn_like(module.prompt_embeds), dim=-1))
+        elif isinstance(module, TrrgClueInjector):
+            init.normal_(module.null_clue, std=std)
+
+
+class TrrgModel(TrrgPreTrainedModel):
+    """Backbone: vision tower, projector, zero-shot head, clue injection and interaction, and the LLM body."""
+
+    def __init__(self, config: TrrgConfig):
+        super().__init__(config)
+        if config.image_token_id is None or config.clue_token_id is None:
+            raise ValueError("TrrgConfig.image_token_id and clue_token_id must be set (the tokenizer's <image>/<clue> ids)")
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.projector = TrrgProjector(config)
+        self.zero_shot_head = TrrgZeroShotHead(config)
+        self.clue_injector = TrrgClueInjector(config)
+        self.interaction = TrrgClueInteraction(config)
+        self.disease_head = nn.Linear(config.interaction_hidden_size, len(config.observation_names))
+        self.language_model = AutoModel.from_config(config.text_config)
+        if config.freeze_zero_shot_head:
+            self.zero_shot_head.requires_grad_(False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.language_model.set_input_embeddings(value)
+
+    def perceive(self, pixel_values, pixel_mask=None):
+        """Vision side of the model: visual tokens, clues and structured findings for (B, V, C, H, W) pixels."""
+        pixel_values, view_mask = _check_pixel_inputs(pixel_values, pixel_mask)
+        patch, glob = _encode_views(self.vision_tower, pixel_values, view_mask)
+        probs = torch.sigmoid(self.zero_shot_head(glob, view_mask))
+        clues, clue_ids, polarity, clue_mask = self.clue_injector(probs, self.zero_shot_head.prompt_embeds)
+
+        visual = self.projector(torch.cat([glob[:, :, None], patch], dim=2))  # (B, V, 1 + N, H), global first
+        batch, views, tokens, hidden = visual.shape
+        if self.config.multi_view_fusion == "mean":
+            weights = view_mask[..., None, None].to(visual.dtype)
+            memory = (visual * weights).sum(1) / weights.sum(1)
+            memory_padding = torch.zeros(batch, tokens, dtype=torch.bool, device=visual.device)
+        else:
+            memory = visual.reshape(batch, views * tokens, hidden)
+            memory_padding = (~view_mask)[..., None].expand(batch, views, tokens).reshape(batch, views * tokens)
+        queries, image_embeds, clues = self.interaction(clues.to(visual.dtype), memory, memory_padding, ~clue_mask)
+        clues = torch.where(clue_mask[..., None], clues, self.clue_injector.null_clue.to(clues.dtype))
+        return TrrgPerception(
+            image_embeds=image_embeds,
+            clue_embeds=clues,
+            disease_probs=probs,
+            disease_logits=self.disease_head(queries.mean(1)),
+            clue_ids=clue_ids,
+            clue_polarity=polarity,
+            clue_mask=clue_mask,
+        )
+
+    def _scatter_placeholders(self, input_ids, inputs_embeds, perception):
+        for token_id, name, features in (
+            (self.config.image_token_id, "<image>", perception.image_embeds),
+            (self.config.clue_token_id, "<clue>", perception.clue_embeds),
+        ):
+            mask = input_ids == token_id
+            counts = mask.sum(1)
+            if (counts != features.shape[1]).any():
+                raise ValueError(
+                    f"Every sequence needs exactly {features.shape[1]} {name} placeholder tokens (id {token_id}), "
+                    f"found {counts.tolist()}; build the inputs with TrrgProcessor for this model's config"
+                )
+            inputs_embeds = inputs_embeds.masked_scatter(mask[..., None], features.to(inputs_embeds.dtype))
+        return inputs_embeds
+
+    def forward(
+        self,
+        input_ids=None,
+        pixel_values=None,
+        pixel_mask=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        inputs_embeds=None,
+        use_cache=None,
+        **kwargs,
+    ):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+        kwargs.pop("return_dict", None)  # the backbone always returns its output dataclass
+        perception = None
+        if pixel_values is not None:
+            if input_ids is None:
+                raise ValueError("pixel_values need input_ids: the placeholders are found by token id")
+            if pixel_values.shape[0] != input_ids.shape[0]:
+                raise ValueError(f"pixel_values has {pixel_values.shape[0]} studies for {input_ids.shape[0]} sequences")
+            perception = self.perceive(pixel_values, pixel_mask)
+            inputs_embeds = self._scatter_placeholders(input_ids, self.get_input_embeddings()(input_ids), perception)
+        elif input_ids is not None:
+            placeholders = (input_ids == self.config.image_token_id) | (input_ids == self.config.clue_token_id)
+            if placeholders.any():
+                raise ValueError("input_ids contain <image>/<clue> placeholders but no pixel_values were given")
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+
+        outputs = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        found = perception if perception is not None else TrrgPerception()
+        return TrrgModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            disease_probs=found.disease_probs,
+            disease_logits=found.disease_logits,
+            clue_ids=found.clue_ids,
+            clue_polarity=found.clue_polarity,
+            clue_mask=found.clue_mask,
+        )
+
+
+def _disease_targets(disease_labels, num_observations):
+    if disease_labels.ndim != 2 or disease_labels.shape[1] != num_observations:
+        raise ValueError(f"disease_labels must be (B, {num_observations}), got {tuple(disease_labels.shape)}")
+    if disease_labels.is_floating_point():
+        if ((disease_labels < 0) | (disease_labels > 1)).any():
+            raise ValueError("float disease_labels are targets and must lie in [0, 1]")
+        return disease_labels
+    if ((disease_labels < 0) | (disease_labels > 3)).any():
+        raise ValueError("integer disease_labels must be the four-way codes 0..3 (0 blank, 1 pos, 2 neg, 3 uncertain)")
+    return (disease_labels == _POSITIVE).float()
+
+
+# Attention projections LoRA adapts, per LLM architecture (peft `target_modules` names).
+LORA_ATTENTION_MODULES = {
+    "llama": ("q_proj", "k_proj", "v_proj", "o_proj"),
+    "mistral": ("q_proj", "k_proj", "v_proj", "o_proj"),
+    "qwen2": ("q_proj", "k_proj", "v_proj", "o_proj"),
+    "qwen3": ("q_proj", "k_proj", "v_proj", "o_proj"),
+    "gemma": ("q_proj", "k_proj", "v_proj", "o_proj"),
+    "gemma2": ("q_proj", "k_proj", "v_proj", "o_proj"),
+    "phi3": ("qkv_proj", "o_proj"),
+    "gpt2": ("c_attn", "c_proj"),
+}
+
+
+class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
+    """TRRG stage 2: clue-enhanced radiology report generation with any causal LM (see the module docstring).
+
+    For LoRA, adapt `lora_target_modules()` (the LLM's attention projections only) and train
+    `lora_trainable_modules` fully (peft `modules_to_save`); for 4-bit/8-bit loading, skip
+    `quantization_skip_modules` (full prefixes: bitsandbytes matches skip modules by prefix, not by name part).
+    """
+
+    lora_trainable_modules = ("projector", "clue_injector", "interaction", "disease_head")
+    quantization_skip_modules = (
+        "model.vision_tower",
+        "model.projector",
+        "model.zero_shot_head",
+        "model.clue_injector",
+        "model.interaction",
+        "model.disease_head",
+        "lm_head",
+    )
+
+    def __init__(self, config: TrrgConfig):
+        super().__init__(config)
+        self.model = TrrgModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+        # Every save must load remotely as AutoModel and as the "image-to-text" pipeline; the pipeline file travels
+        # with the code because this module imports it.
+        module = __name__.rsplit(".", 1)[-1]
+        config.auto_map = {"AutoModel": f"{module}.{type(self).__name__}", **(getattr(config, "auto_map", None) or {})}
+        config.custom_pipelines = {
+            "image-to-text": {
+                "impl": f"{TrrgReportPipeline.__module__.rsplit('.', 1)[-1]}.{TrrgReportPipeline.__name__}",
+                "pt": ["AutoModelForImageTextToText"],
+                "type": "multimodal",
+            }
+        }
+        placeholders = [config.image_token_id, config.clue_token_id]
+        suppressed = list(self.generation_config.suppress_tokens or [])
+        self.generation_config.suppress_tokens = suppressed + [t for t in placeholders if t not in suppressed]
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    def lora_target_modules(self):
+        """peft `target_modules` regex: the attention projections of the LLM, nothing else."""
+        model_type = self.config.text_config.model_type
+        if model_type not in LORA_ATTENTION_MODULES:
+            raise ValueError(
+                f"no default LoRA targets for LLM type {model_type!r} (known: {sorted(LORA_ATTENTION_MODULES)}); "
+                "pass target_modules to peft.LoraConfig yourself"
+            )
+        names = "|".join(LORA_ATTENTION_MODULES[model_type])
+        # gpt2's MLP also has a c_proj: require an attention block in the path
+        return rf".*language_model\..*(attn|attention)\.({names})"
+
+    def perceive(self, pixel_values, pixel_mask=None):
+        """See `TrrgModel.perceive`."""
+        return self.model.perceive(pixel_values, pixel_mask)
+
+    @torch.no_grad()
+    def structured_findings(self, pixel_values, pixel_mask=None):
+        """Per study: {"probabilities": {observation: p}, "clues": [{observation, polarity, probability}, ...]}."""
+        perception = self.perceive(pixel_values, pixel_mask)
+        names = list(self.config.observation_names)
+        studies = []
+        for probs, ids, polarity, mask in zip(
+            perception.disease_probs.float().tolist(),
+            perception.clue_ids.tolist(),
+            perception.clue_polarity.tolist(),
+            perception.clue_mask.tolist(),
+        ):
+            clues = [
+                {"observation": names[i], "polarity": "positive" if pol else "negative", "probability": probs[i]}
+                for i, pol, used in zip(ids, polarity, mask)
+                if used
+            ]
+            studies.append({"probabilities": dict(zip(names, probs)), "clues": clues})
+        return studies
+
+    def forward(
+        self,
+        input_ids=None,
+        pixel_values=None,
+        pixel_mask=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        inputs_embeds=None,
+        labels=None,
+        disease_labels=None,
+        use_cache=None,
+        logits_to_keep=0,
+        **kwargs,
+    ):
+        """Causal LM forward; `labels` (-100 = ignored) give the LM loss, `disease_labels` (B, D) the consistency loss."""
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            pixel_mask=pixel_mask,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])
+
+        lm_loss = disease_loss = None
+        if labels is not None:
+            lm_loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+        if disease_labels is not None:
+            if outputs.disease_logits is None:
+                raise ValueError("disease_labels need pixel_values (the consistency head reads the image)")
+            targets = _disease_targets(disease_labels, len(self.config.observation_names))
+            disease_loss = F.binary_cross_entropy_with_logits(
+                outputs.disease_logits.float(), targets.to(outputs.disease_logits.device).float()
+            )
+        loss = None
+        if lm_loss is not None or disease_loss is not None:
+            loss = lm_loss if lm_loss is not None else 0.0
+            if disease_loss is not None:
+                loss = loss + self.config.disease_loss_weight * disease_loss
+        return TrrgCausalLMOutputWithPast(
+            loss=loss,
+            lm_loss=lm_loss,
+            disease_loss=disease_loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            disease_probs=outputs.disease_probs,
+            disease_logits=outputs.disease_logits,
+            clue_ids=outputs.clue_ids,
+            clue_polarity=outputs.clue_polarity,
+            clue_mask=outputs.clue_mask,
+        )
+
+    @torch.no_grad()
+    def load_contrastive(self, contrastive_model, tokenizer):
+        """Copy a stage-1 model's vision encoder, visual projection and temperature, and its prompt embeddings."""
+        head = self.model.zero_shot_head
+        source = contrastive_model.config
+        if list(source.observation_names) != list(self.config.observation_names):
+            raise ValueError("the stage-1 and stage-2 configs list different observation_names")
+        if source.projection_dim != self.config.projection_dim:
+            raise ValueError(f"stage-1 projection_dim {source.projection_dim} != stage-2 {self.config.projection_dim}")
+        self.model.vision_tower.load_state_dict(contrastive_model.vision_model.state_dict())
+        head.visual_projection.load_state_dict(contrastive_model.visual_projection.state_dict())
+        head.logit_scale.copy_(contrastive_model.logit_scale)
+        head.prompt_embeds.copy_(contrastive_model.encode_disease_prompts(tokenizer))
+
+    @classmethod
+    def from_parts(
+        cls,
+        language_model,
+        vision_encoder=None,
+        contrastive_model=None,
+        contrastive_tokenizer=None,
+        **config_kwargs,
+    ):
+        """Build a stage-2 model from a causal LM and a vision encoder, optionally initialised from stage 1.
+
+        `language_model`: a causal LM config, or a local checkpoint folder whose weights are loaded.
+        `vision_encoder`: a vision config or a local checkpoint folder (default Swin-B config); leave it out when a
+        stage-1 model (or its folder) is given as `contrastive_model`, which provides the vision encoder, the
+        zero-shot head and, with `contrastive_tokenizer` (default: the tokenizer saved in the stage-1 folder),
+        the prompt embeddings. `config_kwargs` go to `TrrgConfig` (image_token_id and clue_token_id are required).
+        """
+        language = None
+        if isinstance(language_model, PreTrainedConfig):
+            text_config = language_model
+        else:
+            language = AutoModelForCausalLM.from_pretrained(language_model)
+            text_config = language.config
+        vision = None
+        if contrastive_model is not None:
+            if vision_encoder is not None:
+                raise ValueError("pass either vision_encoder or contrastive_model: stage 1 holds the vision encoder")
+            if isinstance(contrastive_model, (str, os.PathLike)):
+                if contrastive_tokenizer is None:
+                    contrastive_tokenizer = AutoTokenizer.from_pretrained(contrastive_model)
+                contrastive_model = TrrgForContrastivePretraining.from_pretrained(contrastive_model)
+            if contrastive_tokenizer is None:
+                raise ValueError("contrastive_tokenizer is needed to embed the disease prompts of the stage-1 model")
+            vision_config = contrastive_model.config.vision_config
+            config_kwargs.setdefault("projection_dim", contrastive_model.config.projection_dim)
+            config_kwargs.setdefault("observation_names", list(contrastive_model.config.observation_names))
+        elif isinstance(vision_encoder, PreTrainedConfig) or vision_encoder is None:
+            vision_config = vision_encoder
+        else:
+            vision = AutoModel.from_pretrained(vision_encoder)
+            vision_config = vision.config
+        model = cls(TrrgConfig(vision_config=vision_config, text_config=text_config, **config_kwargs))
+        with torch.no_grad():
+            if language is not None:
+                model.model.language_model.load_state_dict(language.base_model.state_dict())
+                model.lm_head.weight.copy_(language.get_output_embeddings().weight)
+            if vision is not None:
+                model.model.vision_tower.load_state_dict(vision.state_dict())
+        if contrastive_model is not None:
+            model.load_contrastive(contrastive_model, contrastive_tokenizer)
+        return model
+
+
+__all__ = [
+    "TrrgContrastiveOutput",
+    "TrrgForConditionalGeneration",
+    "TrrgForContrastivePretraining",
+    "TrrgModel",
+    "TrrgPerception",
+    "TrrgPreTrainedModel",
+    "contrastive_soft_targets",
+    "sample_report_sentences",
+    "soft_contrastive_loss",
+]

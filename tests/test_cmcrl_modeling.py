@@ -1,0 +1,181 @@
+"""VLCI (CmcrlForConditionalGeneration): overfitting, save/load, KV cache, causality, token counts, missing views."""
+
+import pytest
+import torch
+
+from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration
+from cxrgen.modeling.cmcrl.modeling_cmcrl import causal_front_door_intervention, front_door_intervention
+
+torch.set_num_threads(1)
+
+
+def tiny_config(**overrides):
+    return CmcrlConfig.from_preset("tiny", **overrides)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return CmcrlForConditionalGeneration(tiny_config()).eval()
+
+
+@pytest.fixture(scope="module")
+def studies():
+    generator = torch.Generator().manual_seed(1)
+    pixel_values = torch.randn(3, 2, 3, 32, 32, generator=generator)
+    pixel_mask = torch.tensor([[1, 1], [1, 0], [1, 1]])
+    return pixel_values * pixel_mask[:, :, None, None, None], pixel_mask
+
+
+def test_overfit_two_reports():
+    torch.manual_seed(0)
+    model = CmcrlForConditionalGeneration(tiny_config(dropout=0.0, attention_dropout=0.0))
+    generator = torch.Generator().manual_seed(2)
+    pixel_values = torch.randn(2, 2, 3, 32, 32, generator=generator)
+    labels = torch.tensor([[1, 5, 6, 7, 8, 9, 2], [1, 10, 11, 12, 2, -100, -100]])
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(40):
+        loss = model(pixel_values=pixel_values, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0]
+    model.eval()
+    generated = model.generate(pixel_values=pixel_values, num_beams=1, do_sample=False, max_length=10)
+    assert generated[0, :7].tolist() == labels[0].tolist()
+    assert generated[1, :5].tolist() == labels[1, :5].tolist()
+
+
+def test_save_and_load_give_identical_outputs(model, studies, tmp_path):
+    pixel_values, pixel_mask = studies
+    model.save_pretrained(tmp_path)
+    loaded = CmcrlForConditionalGeneration.from_pretrained(tmp_path).eval()
+    labels = torch.tensor([[1, 5, 6, 2], [1, 7, 2, -100], [1, 8, 9, 2]])
+    expected = model(pixel_values=pixel_values, pixel_mask=pixel_mask, labels=labels)
+    actual = loaded(pixel_values=pixel_values, pixel_mask=pixel_mask, labels=labels)
+    torch.testing.assert_close(actual.logits, expected.logits, rtol=0, atol=0)
+    kwargs = dict(pixel_values=pixel_values, pixel_mask=pixel_mask, max_length=8, num_beams=2)
+    assert torch.equal(model.generate(**kwargs), loaded.generate(**kwargs))
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_cache_and_no_cache_generate_identical_tokens(model, studies, num_beams):
+    pixel_values, pixel_mask = studies
+    kwargs = dict(pixel_values=pixel_values, pixel_mask=pixel_mask, num_beams=num_beams, do_sample=False, max_length=12)
+    cached = model.generate(**kwargs, use_cache=True)
+    uncached = model.generate(**kwargs, use_cache=False)
+    assert cached.shape[1] > 4
+    assert torch.equal(cached, uncached)
+
+
+def test_sampling_is_reproducible_with_a_seed(model, studies):
+    pixel_values, pixel_mask = studies
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        runs.append(model.generate(pixel_values=pixel_values, pixel_mask=pixel_mask, do_sample=True, top_k=5, max_length=8))
+    assert torch.equal(*runs)
+
+
+def test_future_tokens_never_change_earlier_logits(model, studies):
+    pixel_values, pixel_mask = studies
+    ids = torch.tensor([[1, 5, 6, 7, 8, 9, 10, 11]] * 3)
+    base = model(pixel_values=pixel_values, pixel_mask=pixel_mask, decoder_input_ids=ids).logits
+    for t in range(ids.shape[1] - 1):
+        changed = ids.clone()
+        changed[:, t + 1 :] = torch.randint(4, 40, changed[:, t + 1 :].shape)
+        logits = model(pixel_values=pixel_values, pixel_mask=pixel_mask, decoder_input_ids=changed).logits
+        torch.testing.assert_close(logits[:, : t + 1], base[:, : t + 1], rtol=0, atol=1e-6)
+        assert not torch.allclose(logits[:, t + 1 :], base[:, t + 1 :])
+
+
+def test_causal_front_door_matches_the_intervention_on_each_prefix():
+    generator = torch.Generator().manual_seed(4)
+    x, mediator = torch.randn(2, 6, 8, generator=generator), torch.randn(2, 3, 8, generator=generator)
+    causal = causal_front_door_intervention(x, x, mediator)
+    for t in range(6):
+        prefix = front_door_intervention(x[:, : t + 1], mediator)
+        torch.testing.assert_close(causal[:, t], prefix[:, t])
+    # the last query alone over the whole prefix: the incremental (cached) step
+    torch.testing.assert_close(causal_front_door_intervention(x[:, -1:], x, mediator)[:, 0], causal[:, -1])
+
+
+def test_local_and_global_token_counts(model, studies):
+    pixel_values, pixel_mask = studies
+    config = model.config
+    captured = {}
+    hook = model.encoder.global_sampler.register_forward_hook(lambda module, args, output: captured.update(out=output))
+    encoded = model.get_encoder()(pixel_values, pixel_mask)
+    hook.remove()
+    heads, views, grid = config.num_attention_heads, pixel_values.shape[1], config.grid_size
+    assert encoded.local_features.shape == (3, config.local_top_k * heads, config.hidden_size)
+    assert encoded.local_patch_indices.shape == (3, config.local_top_k * heads)
+    assert captured["out"].shape == (3, (grid // 2) ** 2 * views, config.hidden_size)
+    assert encoded.attention_rollout.shape == (3, heads, views * grid * grid)
+    # the missing second view of study 1 is never selected and has no rollout mass
+    assert (encoded.local_patch_indices[1] < grid * grid).all()
+    assert encoded.attention_rollout[1, :, grid * grid :].abs().max() == 0
+    top = encoded.attention_rollout.topk(config.local_top_k, dim=-1).indices.flatten(1)
+    assert torch.equal(top, encoded.local_patch_indices)
+
+
+def test_padded_missing_view_does_not_change_a_study(model, studies):
+    pixel_values, pixel_mask = studies
+    alone = pixel_values[1:2, :1]
+    ids = torch.tensor([[1, 5, 6, 7, 8]])
+    batch_logits = model(pixel_values=pixel_values, pixel_mask=pixel_mask, decoder_input_ids=ids.repeat(3, 1)).logits[1]
+    alone_logits = model(pixel_values=alone, decoder_input_ids=ids).logits[0]
+    torch.testing.assert_close(batch_logits, alone_logits, rtol=1e-4, atol=1e-5)
+    # the padding's content is irrelevant too
+    noisy = pixel_values.clone()
+    noisy[1, 1] = torch.randn(3, 32, 32)
+    noisy_logits = model(pixel_values=noisy, pixel_mask=pixel_mask, decoder_input_ids=ids.repeat(3, 1)).logits[1]
+    torch.testing.assert_close(noisy_logits, batch_logits, rtol=0, atol=1e-6)
+    generated = model.generate(pixel_values=pixel_values, pixel_mask=pixel_mask, max_length=10, num_beams=3)
+    assert torch.equal(generated[1:2], model.generate(pixel_values=alone, max_length=10, num_beams=3)[:, : generated.shape[1]])
+
+
+def test_labels_must_start_with_bos_and_loss_ignores_padding(model, studies):
+    pixel_values, pixel_mask = studies
+    with pytest.raises(ValueError, match="BOS"):
+        model(pixel_values=pixel_values, pixel_mask=pixel_mask, labels=torch.tensor([[5, 6, 2]] * 3))
+    labels = torch.tensor([[1, 5, 6, 2, -100]] * 3)
+    out = model(pixel_values=pixel_values, pixel_mask=pixel_mask, labels=labels)
+    manual = torch.nn.functional.cross_entropy(out.logits[:, :3].reshape(-1, 40), labels[:, 1:4].reshape(-1))
+    torch.testing.assert_close(out.loss, manual)
+
+
+def test_bad_inputs_raise_clear_errors(model):
+    with pytest.raises(ValueError, match="32x32"):
+        model(pixel_values=torch.zeros(1, 1, 3, 64, 64), decoder_input_ids=torch.tensor([[1]]))
+    with pytest.raises(ValueError, match="num_views=2"):
+        model(pixel_values=torch.zeros(1, 3, 3, 32, 32), decoder_input_ids=torch.tensor([[1]]))
+    with pytest.raises(ValueError, match="at least one real view"):
+        model(pixel_values=torch.zeros(1, 2, 3, 32, 32), pixel_mask=torch.zeros(1, 2), decoder_input_ids=torch.tensor([[1]]))
+
+
+def test_presets_build_the_paper_geometry():
+    config = CmcrlConfig.from_preset("iu-xray", vocab_size=4350)
+    assert (config.encoder_layers, config.decoder_layers, config.num_views, config.grid_size) == (3, 3, 2, 14)
+    assert config.backbone_config.depths == [3, 4, 23] and config.backbone_config.out_features == ["stage3"]
+    mimic = CmcrlConfig.from_preset("mimic-cxr")
+    assert (mimic.encoder_layers, mimic.num_views, mimic.max_report_length) == (6, 1, 80)
+    with pytest.raises(ValueError, match="preset"):
+        CmcrlConfig.from_preset("chexpert")
+    with pytest.raises(ValueError, match="local_top_k"):
+        CmcrlConfig.from_preset("tiny", local_top_k=17)
+
+
+def test_backbone_loads_from_a_local_checkpoint(tmp_path):
+    from transformers import AutoBackbone
+
+    config = tiny_config()
+    torch.manual_seed(5)
+    backbone = AutoBackbone.from_config(config.backbone_config)
+    backbone.save_pretrained(tmp_path)
+    model = CmcrlForConditionalGeneration(config)
+    model.load_backbone_weights(tmp_path)
+    loaded = model.encoder.embeddings.backbone.state_dict()
+    assert all(torch.equal(loaded[name], tensor) for name, tensor in backbone.state_dict().items())

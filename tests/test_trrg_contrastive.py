@@ -1,0 +1,151 @@
+"""TRRG stage 1: disease-aware contrastive pre-training, zero-shot perception, export into stage 2."""
+
+import pytest
+import torch
+from test_trrg_common import (
+    IMAGE_ID,
+    build_tokenizer,
+    contrastive_config,
+    pixels,
+    prompt_ids,
+    text_config,
+    vision_config,
+)
+from transformers import AutoModel, AutoModelForCausalLM
+
+from cxrgen.modeling.trrg.modeling_trrg import (
+    TrrgForConditionalGeneration,
+    TrrgForContrastivePretraining,
+    contrastive_soft_targets,
+    sample_report_sentences,
+    soft_contrastive_loss,
+)
+
+SENTENCES = ["mild cardiomegaly .", "no pleural effusion .", "lungs are clear .", "small left pleural effusion ."]
+
+
+def make_model(seed=0):
+    torch.manual_seed(seed)
+    return TrrgForContrastivePretraining(contrastive_config())
+
+
+def encode(tokenizer, sentences):
+    return tokenizer(sentences, padding=True, return_tensors="pt")
+
+
+def test_loss_is_symmetric_in_images_and_texts():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.nn.functional.normalize(torch.randn(5, 8, generator=generator), dim=-1)
+    texts = torch.nn.functional.normalize(torch.randn(5, 8, generator=generator), dim=-1)
+    ids = torch.tensor([[1, 2], [1, 2], [3, 4], [5, 6], [7, 8]])  # rows 0 and 1 are the same sentence
+    targets = contrastive_soft_targets(ids)
+    assert torch.equal(targets > 0, targets.t() > 0)
+    forward = soft_contrastive_loss(10 * images @ texts.t(), targets)
+    swapped = soft_contrastive_loss(10 * texts @ images.t(), targets)
+    torch.testing.assert_close(forward, swapped)
+
+
+def test_soft_targets_group_identical_sentences_and_shared_findings():
+    ids = torch.tensor([[5, 6, 0], [5, 6, 0], [7, 8, 9], [10, 11, 0]])
+    mask = (ids != 0).long()
+    labels = torch.zeros(4, 14, dtype=torch.long)
+    labels[2, 2] = labels[3, 2] = 1  # same positive cardiomegaly mention
+    targets = contrastive_soft_targets(ids, mask, labels)
+    expected = torch.tensor([[0.5, 0.5, 0, 0], [0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5], [0, 0, 0.5, 0.5]])
+    torch.testing.assert_close(targets, expected)
+    # sentences with no mention at all are not "the same findings"
+    torch.testing.assert_close(contrastive_soft_targets(ids[2:], mask[2:], torch.zeros(2, 14)), torch.eye(2))
+
+
+def test_sampling_favours_sentences_with_findings():
+    codes = [[0] * 14 for _ in range(4)]
+    codes[0][2] = 1  # cardiomegaly positive
+    codes[1][10] = 2  # pleural effusion negative: not a finding
+    codes[3][10] = 3  # uncertain effusion
+    generator = torch.Generator().manual_seed(0)
+    draws = [sample_report_sentences(SENTENCES, codes, 8.0, generator=generator)[0] for _ in range(600)]
+    counts = [draws.count(i) for i in range(4)]
+    assert counts[0] > 3 * counts[1] and counts[3] > 3 * counts[2]
+    assert sorted(sample_report_sentences(SENTENCES, codes, 8.0, num_samples=4)) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="label rows"):
+        sample_report_sentences(SENTENCES, codes[:2], 8.0)
+
+
+def test_contrastive_loss_falls_on_a_toy_set():
+    model = make_model()
+    tokenizer = build_tokenizer()
+    batch = encode(tokenizer, SENTENCES)
+    pv = pixels(4, views=2, seed=3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = model(pixel_values=pv, pixel_mask=torch.tensor([[1, 1], [1, 0], [1, 1], [0, 1]]), **batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    with torch.no_grad():
+        logits = model(pixel_values=pv, pixel_mask=torch.tensor([[1, 1], [1, 0], [1, 1], [0, 1]]), **batch)
+    assert torch.equal(logits.logits_per_image.argmax(-1), torch.arange(4))
+
+
+def test_zero_shot_probabilities_for_images_and_studies():
+    model = make_model().eval()
+    tokenizer = build_tokenizer()
+    prompts = model.encode_disease_prompts(tokenizer)
+    assert prompts.shape == (14, 2, 16)
+    torch.testing.assert_close(prompts.norm(dim=-1), torch.ones(14, 2))
+    single = model.zero_shot(pixels(3, views=1)[:, 0], tokenizer=tokenizer)
+    study = model.zero_shot(pixels(3), pixel_mask=torch.tensor([[1, 1], [1, 0], [0, 1]]), prompt_embeds=prompts)
+    for probs in (single, study):
+        assert probs.shape == (3, 14) and ((probs >= 0) & (probs <= 1)).all()
+
+
+def test_stage2_built_from_parts_carries_stage1_perception(tmp_path):
+    stage1 = make_model().eval()
+    tokenizer = build_tokenizer()
+    stage1.save_pretrained(tmp_path / "stage1")
+    tokenizer.save_pretrained(tmp_path / "stage1")
+    torch.manual_seed(1)
+    causal_lm = AutoModelForCausalLM.from_config(text_config("qwen2"))
+    causal_lm.save_pretrained(tmp_path / "lm")
+    model = TrrgForConditionalGeneration.from_parts(
+        tmp_path / "lm",
+        contrastive_model=tmp_path / "stage1",
+        image_token_id=IMAGE_ID,
+        clue_token_id=5,
+        num_query_tokens=4,
+        interaction_heads=4,
+        interaction_hidden_size=32,
+    ).eval()
+    torch.testing.assert_close(model.lm_head.weight, causal_lm.lm_head.weight)
+    torch.testing.assert_close(
+        model.model.language_model.layers[0].mlp.up_proj.weight, causal_lm.model.layers[0].mlp.up_proj.weight
+    )
+    pv = pixels(2)
+    expected = stage1.zero_shot(pv, tokenizer=tokenizer)
+    with torch.no_grad():
+        torch.testing.assert_close(model.perceive(pv).disease_probs, expected)
+    ids = prompt_ids(model.config, [10, 11])
+    assert model(input_ids=ids, pixel_values=pv[:1]).logits.shape[-1] == causal_lm.config.vocab_size
+
+    vision = AutoModel.from_config(vision_config())
+    vision.save_pretrained(tmp_path / "vision")
+    parts = TrrgForConditionalGeneration.from_parts(
+        text_config("gpt2"),
+        vision_encoder=tmp_path / "vision",
+        image_token_id=4,
+        clue_token_id=5,
+        interaction_heads=4,
+        interaction_hidden_size=32,
+    )
+    torch.testing.assert_close(
+        parts.model.vision_tower.embeddings.patch_embeddings.projection.weight,
+        vision.embeddings.patch_embeddings.projection.weight,
+    )
+    with pytest.raises(ValueError, match="either vision_encoder or contrastive_model"):
+        TrrgForConditionalGeneration.from_parts(
+            text_config(), vision_encoder=vision_config(), contrastive_model=stage1, contrastive_tokenizer=tokenizer,
+            image_token_id=4, clue_token_id=5,
+        )

@@ -1,0 +1,222 @@
+"""TRRG stage 2: layout, losses, clue masking, placeholders, generation, save/load, overfitting."""
+
+import pytest
+import torch
+from test_trrg_common import CLUE_ID, IMAGE_ID, pixels, prompt_ids, trrg_config
+
+from cxrgen.modeling.trrg.modeling_trrg import TrrgForConditionalGeneration
+
+ARCHS = ["llama", "qwen2", "gpt2"]
+TEXT = [10, 11, 12, 13, 14]
+
+
+def make_model(arch="llama", seed=0, **overrides):
+    torch.manual_seed(seed)
+    return TrrgForConditionalGeneration(trrg_config(arch, **overrides)).eval()
+
+
+def fixed_probabilities(model, monkeypatch, probs):
+    """Make the zero-shot head return the given (B, 14) probabilities, to steer clue selection."""
+    logits = torch.logit(torch.as_tensor(probs, dtype=torch.float32))
+    monkeypatch.setattr(model.model.zero_shot_head, "forward", lambda glob, mask: logits[: glob.shape[0]])
+
+
+def test_standard_vlm_layout():
+    model = make_model()
+    assert model.base_model is model.model
+    assert model.get_output_embeddings() is model.lm_head
+    assert model.get_input_embeddings() is model.model.language_model.get_input_embeddings()
+    buffers = dict(model.named_buffers())
+    assert buffers["model.zero_shot_head.prompt_embeds"].shape == (14, 2, 16)
+    assert "model.zero_shot_head.prompt_embeds" in model.state_dict()
+    assert not any(p.requires_grad for p in model.model.zero_shot_head.parameters())
+    assert set(model.generation_config.suppress_tokens) >= {IMAGE_ID, CLUE_ID}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_generation_with_and_without_cache_is_identical(arch):
+    model = make_model(arch)
+    ids = prompt_ids(model.config, TEXT, batch=2)
+    pv, pm = pixels(2), torch.tensor([[1, 1], [1, 0]])
+    common = dict(input_ids=ids, pixel_values=pv, pixel_mask=pm, attention_mask=torch.ones_like(ids), max_new_tokens=6)
+    for extra in ({"do_sample": False}, {"do_sample": False, "num_beams": 2}):
+        cached = model.generate(**common, **extra, use_cache=True)
+        uncached = model.generate(**common, **extra, use_cache=False)
+        assert torch.equal(cached, uncached)
+    new_tokens = cached[:, ids.shape[1] :]
+    assert not torch.isin(new_tokens, torch.tensor([IMAGE_ID, CLUE_ID])).any()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_future_tokens_never_change_earlier_logits(arch):
+    model = make_model(arch)
+    ids = prompt_ids(model.config, TEXT)
+    changed = ids.clone()
+    changed[0, -2:] = torch.tensor([20, 21])
+    with torch.no_grad():
+        a = model(input_ids=ids, pixel_values=pixels()).logits
+        b = model(input_ids=changed, pixel_values=pixels()).logits
+    cut = ids.shape[1] - 2
+    torch.testing.assert_close(a[:, :cut], b[:, :cut])
+    assert not torch.allclose(a[:, cut:], b[:, cut:])
+
+
+def test_left_padding_matches_unpadded_generation():
+    model = make_model()
+    ids = prompt_ids(model.config, TEXT)
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), ids], dim=1)
+    mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), torch.ones_like(ids)], dim=1)
+    plain = model.generate(input_ids=ids, pixel_values=pixels(), attention_mask=torch.ones_like(ids), max_new_tokens=5)
+    left = model.generate(input_ids=padded, pixel_values=pixels(), attention_mask=mask, max_new_tokens=5)
+    assert torch.equal(plain[:, ids.shape[1] :], left[:, padded.shape[1] :])
+
+
+@pytest.mark.parametrize("selection", ["threshold", "all", "topk"])
+def test_zero_all_and_mixed_clue_counts_in_one_batch(selection, monkeypatch):
+    model = make_model(clue_selection=selection, clue_top_k=5, clue_threshold=0.5)
+    probs = torch.full((3, 14), 0.1)
+    probs[1] = 0.9
+    probs[2, [2, 5, 9]] = torch.tensor([0.7, 0.95, 0.6])
+    fixed_probabilities(model, monkeypatch, probs)
+    ids = prompt_ids(model.config, TEXT, batch=3)
+    pv = pixels(3)
+    with torch.no_grad():
+        out = model(input_ids=ids, pixel_values=pv)
+        perception = model.perceive(pv)
+    slots = model.config.num_clue_tokens
+    expected = {"threshold": [0, 14, 3], "all": [14, 14, 14], "topk": [5, 5, 5]}[selection]
+    assert out.clue_mask.sum(1).tolist() == expected
+    assert out.clue_ids.shape == (3, slots) and torch.isfinite(out.logits).all()
+    if selection != "all":
+        # most probable first: the mixed study's clues are Edema, Cardiomegaly, Pneumothorax
+        assert out.clue_ids[2, :3].tolist() == [5, 2, 9]
+    null = model.model.clue_injector.null_clue
+    unused = ~perception.clue_mask
+    assert torch.equal(perception.clue_embeds[unused], null.expand(int(unused.sum()), -1))
+    with torch.no_grad():  # masking keeps studies independent: each row equals a batch of one
+        for row in range(3):
+            fixed_probabilities(model, monkeypatch, probs[row : row + 1])
+            single = model(input_ids=ids[row : row + 1], pixel_values=pv[row : row + 1]).logits
+            torch.testing.assert_close(single, out.logits[row : row + 1], atol=1e-5, rtol=1e-4)
+    fixed_probabilities(model, monkeypatch, probs)
+    findings = model.structured_findings(pv)
+    assert len(findings[0]["clues"]) == expected[0]
+    if selection == "threshold":
+        assert [c["observation"] for c in findings[2]["clues"]] == ["Edema", "Cardiomegaly", "Pneumothorax"]
+        assert all(c["polarity"] == "positive" for c in findings[2]["clues"])
+    assert findings[1]["probabilities"]["Edema"] == pytest.approx(0.9)
+
+
+def test_placeholder_count_mismatch_raises():
+    model = make_model()
+    ids = prompt_ids(model.config, TEXT)
+    too_few_images = torch.cat([ids[:, :1], ids[:, 2:]], dim=1)
+    with pytest.raises(ValueError, match=r"exactly 4 <image> placeholder tokens .* found \[3\]"):
+        model(input_ids=too_few_images, pixel_values=pixels())
+    extra_clue = torch.cat([ids, torch.tensor([[CLUE_ID]])], dim=1)
+    with pytest.raises(ValueError, match=r"exactly 14 <clue> placeholder tokens .* found \[15\]"):
+        model(input_ids=extra_clue, pixel_values=pixels())
+    with pytest.raises(ValueError, match="no pixel_values"):
+        model(input_ids=ids)
+    with pytest.raises(ValueError, match="no real view"):
+        model(input_ids=ids, pixel_values=pixels(), pixel_mask=torch.tensor([[0, 0]]))
+
+
+@pytest.mark.parametrize("fusion", ["concat", "mean"])
+def test_padded_view_equals_single_view(fusion):
+    model = make_model(multi_view_fusion=fusion)
+    ids = prompt_ids(model.config, TEXT)
+    two = pixels(1, views=2)
+    with torch.no_grad():
+        single = model(input_ids=ids, pixel_values=two[:, :1]).logits
+        padded = model(input_ids=ids, pixel_values=two, pixel_mask=torch.tensor([[1, 0]])).logits
+        both = model(input_ids=ids, pixel_values=two).logits
+    torch.testing.assert_close(single, padded)
+    assert not torch.allclose(single, both)
+
+
+def test_zero_shot_probabilities_shape_and_range():
+    model = make_model()
+    with torch.no_grad():
+        probs = model.perceive(pixels(3), torch.tensor([[1, 1], [1, 0], [0, 1]])).disease_probs
+    assert probs.shape == (3, 14)
+    assert ((probs >= 0) & (probs <= 1)).all()
+
+
+def test_disease_consistency_loss_is_added_with_its_weight():
+    model = make_model(disease_loss_weight=0.5)
+    ids = prompt_ids(model.config, TEXT, batch=2)
+    labels = ids.masked_fill((ids == IMAGE_ID) | (ids == CLUE_ID), -100)
+    codes = torch.zeros(2, 14, dtype=torch.long)
+    codes[0, 2] = 1
+    out = model(input_ids=ids, pixel_values=pixels(2), labels=labels, disease_labels=codes)
+    torch.testing.assert_close(out.loss, out.lm_loss + 0.5 * out.disease_loss)
+    targets = torch.zeros(2, 14)
+    targets[0, 2] = 1.0
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(out.disease_logits, targets)
+    torch.testing.assert_close(out.disease_loss, expected)
+    out.loss.backward()
+    assert model.model.disease_head.weight.grad.abs().sum() > 0
+    assert model.model.clue_injector.fc1.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="four-way codes"):
+        model(input_ids=ids, pixel_values=pixels(2), disease_labels=codes + 4)
+
+
+def test_save_and_load_give_identical_outputs(tmp_path):
+    model = make_model("gpt2")
+    with torch.no_grad():
+        model.model.zero_shot_head.prompt_embeds.mul_(-1)  # a buffer value init would not reproduce
+    ids = prompt_ids(model.config, TEXT)
+    model.save_pretrained(tmp_path)
+    loaded = TrrgForConditionalGeneration.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(loaded.model.zero_shot_head.prompt_embeds, model.model.zero_shot_head.prompt_embeds)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(input_ids=ids, pixel_values=pixels()).logits, model(input_ids=ids, pixel_values=pixels()).logits
+        )
+    kwargs = dict(input_ids=ids, pixel_values=pixels(), attention_mask=torch.ones_like(ids), max_new_tokens=6)
+    assert torch.equal(loaded.generate(**kwargs), model.generate(**kwargs))
+    assert set(loaded.generation_config.suppress_tokens) >= {IMAGE_ID, CLUE_ID}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_overfits_one_report_and_generates_it_back(arch):
+    model = make_model(arch, seed=1)
+    report = [10, 11, 12, 13, 14, 15, 16, 2]  # ends with </s>
+    prompt = prompt_ids(model.config, [30, 31])
+    ids = torch.cat([prompt, torch.tensor([report])], dim=1)
+    labels = ids.clone()
+    labels[:, : prompt.shape[1]] = -100
+    pv = pixels()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    losses = []
+    for _ in range(50):
+        loss = model(input_ids=ids, pixel_values=pv, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    model.eval()
+    assert losses[-1] < 0.1 * losses[0]
+    generated = model.generate(
+        input_ids=prompt, pixel_values=pv, attention_mask=torch.ones_like(prompt), max_new_tokens=12
+    )
+    assert generated[0, prompt.shape[1] :].tolist() == report
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
+    model = make_model("qwen2")
+    model.train()
+    ids = prompt_ids(model.config, TEXT, batch=2)
+    labels = ids.masked_fill((ids == IMAGE_ID) | (ids == CLUE_ID), -100)
+    plain = model(input_ids=ids, pixel_values=pixels(2), labels=labels).loss
+    plain.backward()
+    expected = model.model.projector.fc1.weight.grad.clone()
+    model.zero_grad()
+    model.activation_checkpointing_enable()
+    assert model.model.language_model.gradient_checkpointing
+    checkpointed = model(input_ids=ids, pixel_values=pixels(2), labels=labels).loss
+    checkpointed.backward()
+    torch.testing.assert_close(checkpointed, plain)
+    torch.testing.assert_close(model.model.projector.fc1.weight.grad, expected)

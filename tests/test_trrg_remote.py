@@ -1,0 +1,123 @@
+"""A saved TRRG folder loads and generates through remote code in a process where cxrgen cannot be imported."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_trrg_common import IMAGE_SIZE, build_tokenizer, trrg_config
+
+from cxrgen.modeling.trrg.modeling_trrg import TrrgForConditionalGeneration
+from cxrgen.processing.image_processing_cxr import CxrImageProcessor
+from cxrgen.processing.processing_trrg import TrrgProcessor
+
+PROMPT = "generate a report for this x-ray"
+
+CHILD = textwrap.dedent(
+    """
+    import json, sys
+    # the package is installed editable: drop its import hooks so only the saved folder's code is available
+    sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+    sys.path_hooks[:] = [h for h in sys.path_hooks if "__editable__" not in getattr(h, "__module__", "")]
+    sys.path[:] = [p for p in sys.path if p not in ("", ".") and not p.startswith(sys.argv[2])]
+    sys.path_importer_cache.clear()
+    try:
+        import cxrgen
+        raise SystemExit("cxrgen is importable in the isolated process")
+    except ImportError:
+        pass
+    import torch
+    from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor, pipeline
+    torch.set_num_threads(1)
+    folder, expected = sys.argv[1], json.loads(sys.argv[3])
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True)
+    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    assert type(AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True)).__name__ == type(model).__name__
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    assert type(processor).__module__.startswith("transformers_modules"), type(processor).__module__
+    batch = processor(images=[expected["views"]])
+    generated = model.generate(**batch, max_new_tokens=6)
+    results = {"direct": processor.decode_reports(generated, batch["input_ids"].shape[1])[0]}
+    custom = pipeline("image-to-text", model=folder, trust_remote_code=True)
+    out = custom([expected["views"]], max_new_tokens=6)[0]
+    results["custom"] = out["generated_text"]
+    results["custom_task"] = custom.task
+    results["num_probabilities"] = len(out["probabilities"])
+    results["clues"] = out["clues"]
+    builtin = pipeline("image-text-to-text", model=folder, trust_remote_code=True)
+    content = [{"type": "image", "path": path} for path in expected["views"]] + [{"type": "text", "text": expected["prompt"]}]
+    chat = builtin(text=[{"role": "user", "content": content}], max_new_tokens=6, return_full_text=False)
+    results["chat"] = chat[0]["generated_text"].strip()
+    print("RESULTS" + json.dumps(results))
+    """
+)
+
+
+def test_saved_folder_works_without_the_package(tmp_path):
+    torch.manual_seed(0)
+    config = trrg_config("llama", clue_selection="topk", clue_top_k=3)
+    model = TrrgForConditionalGeneration(config).eval()
+    processor = TrrgProcessor.for_model(
+        config, CxrImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}), build_tokenizer(), prompt=PROMPT
+    )
+    folder = tmp_path / "trrg"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    files = set(os.listdir(folder))
+    assert {
+        "configuration_trrg.py",
+        "modeling_trrg.py",
+        "pipeline_trrg.py",
+        "processing_trrg.py",
+        "image_processing_cxr.py",
+        "chat_template.jinja",
+    } <= files
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["auto_map"]["AutoModel"] == "modeling_trrg.TrrgForConditionalGeneration"
+    assert saved["custom_pipelines"]["image-to-text"]["impl"] == "pipeline_trrg.TrrgReportPipeline"
+
+    views = []
+    for seed in range(2):
+        path = tmp_path / f"view{seed}.png"
+        Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 40), dtype=np.uint8)).save(path)
+        views.append(str(path))
+    batch = processor(images=[views])
+    generated = model.generate(**batch, max_new_tokens=6)
+    expected_text = processor.decode_reports(generated, batch["input_ids"].shape[1])[0]
+    assert expected_text
+    expected_clues = model.structured_findings(batch["pixel_values"], batch["pixel_mask"])[0]["clues"]
+
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(tmp_path / "hf_home"),
+        HF_MODULES_CACHE=str(tmp_path / "hf_modules"),
+        TRANSFORMERS_VERBOSITY="error",
+        OMP_NUM_THREADS="1",
+    )
+    payload = json.dumps({"views": views, "prompt": PROMPT})
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(folder), repo_root, payload],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULTS"))
+    results = json.loads(line[len("RESULTS") :])
+    assert results["direct"] == expected_text
+    assert results["custom"] == expected_text and results["custom_task"] == "image-to-text"
+    assert results["chat"] == expected_text
+    assert results["num_probabilities"] == 14
+    assert [(c["observation"], c["polarity"]) for c in results["clues"]] == [
+        (c["observation"], c["polarity"]) for c in expected_clues
+    ]
+    assert [c["probability"] for c in results["clues"]] == pytest.approx([c["probability"] for c in expected_clues])
