@@ -1,0 +1,133 @@
+"""Batch collators for multi-view chest X-ray studies, and the per-batch task schedule of RadCARE pre-training.
+
+Rows are what :func:`cxrgen.data.annotation.annotation_to_dataset_dict` gives: ``{"id", "images": [views...],
+"report", ...}``. The collators turn a list of rows into model inputs with the model's processor; everything else in
+a row (such as the 14 ``labels`` codes) is not a model input and is left out.
+
+Train-time augmentation is deterministic: each batch draws its crops and flips from a generator seeded with the
+collator's seed and the ids of the batch's rows, never from the global random state. A run resumed from a checkpoint
+(whose data loader skips the batches already seen, without collating them) therefore augments every later batch
+exactly as the uninterrupted run did.
+"""
+
+import zlib
+
+import numpy as np
+import torch
+
+
+def _batch_generator(seed, rows):
+    key = f"{seed}:" + "\x1f".join(str(row["id"]) for row in rows)
+    return torch.Generator().manual_seed(zlib.crc32(key.encode("utf-8")))
+
+
+def _check_rows(rows):
+    for index, row in enumerate(rows):
+        for field in ("id", "images", "report"):
+            if field not in row:
+                raise ValueError(f"Batch row {index}: missing field {field!r}; expected rows with id, images and report.")
+        if not row["images"]:
+            raise ValueError(f"Batch row {index} (id {row['id']!r}): 'images' is empty; expected at least one view.")
+
+
+class StudyCollator:
+    """Rows of multi-view studies -> ``pixel_values`` (B, V, 3, H, W), ``pixel_mask`` (B, V) and ``labels``.
+
+    ``processor`` is a report-generation processor called as ``processor(images=[views...], text=[reports],
+    num_views=..., max_length=...)`` (e.g. ``CmcrlProcessor``); studies with fewer than ``num_views`` views are
+    padded and masked. ``augment_seed`` switches on the image processor's train-time augmentation
+    (``do_augment``), seeded per batch (see the module docstring); ``None`` means no augmentation.
+    """
+
+    def __init__(self, processor, num_views=None, max_length=None, augment_seed=None):
+        self.processor = processor
+        self.num_views = num_views
+        self.max_length = max_length
+        self.augment_seed = augment_seed
+
+    def _image_kwargs(self, rows):
+        if self.augment_seed is None:
+            return {}
+        return {"do_augment": True, "generator": _batch_generator(self.augment_seed, rows)}
+
+    def __call__(self, rows):
+        _check_rows(rows)
+        return self.processor(
+            images=[list(row["images"]) for row in rows],
+            text=[row["report"] for row in rows],
+            num_views=self.num_views,
+            max_length=self.max_length,
+            **self._image_kwargs(rows),
+        )
+
+
+class PretrainingCollator(StudyCollator):
+    """Rows of single-view samples -> RadCARE inputs: ``pixel_values`` (B, 1, 3, H, W), ``input_ids`` ([BOS] words
+    [EOS] [PAD]...) and ``attention_mask``. Reports are cleaned and tokenized by the processor, truncated to
+    ``max_length`` tokens (keeping [EOS]). Split studies into single views first (:func:`split_views`)."""
+
+    def __init__(self, processor, max_length=None, augment_seed=None):
+        super().__init__(processor, num_views=1, max_length=max_length, augment_seed=augment_seed)
+
+    def __call__(self, rows):
+        _check_rows(rows)
+        for index, row in enumerate(rows):
+            if len(row["images"]) != 1:
+                raise ValueError(
+                    f"Batch row {index} (id {row['id']!r}) has {len(row['images'])} views; RadCARE pre-trains on "
+                    "single images: split the studies with cxrgen.data.collators.split_views first."
+                )
+        batch = self.processor(images=[row["images"] for row in rows], num_views=1, **self._image_kwargs(rows))
+        del batch["pixel_mask"]  # one real view per sample: nothing to mask
+        labels = self.processor.encode_reports([row["report"] for row in rows], self.max_length)
+        batch["attention_mask"] = (labels != -100).long()
+        batch["input_ids"] = labels.masked_fill(labels == -100, self.processor.tokenizer.pad_token_id)
+        return batch
+
+
+def split_views(dataset):
+    """One row per view: a study ``id`` with V views becomes rows ``id#0`` .. ``id#{V-1}``, each with one image and
+    the study's report (other columns are dropped). Images stay undecoded while splitting, so nothing is re-encoded."""
+    import datasets
+
+    image_feature = dataset.features["images"]
+    undecoded = dataset.cast_column("images", datasets.List(datasets.Image(decode=False)))
+
+    def explode(batch):
+        rows = {"id": [], "images": [], "report": []}
+        for study_id, views, report in zip(batch["id"], batch["images"], batch["report"]):
+            for index, view in enumerate(views):
+                rows["id"].append(f"{study_id}#{index}")
+                rows["images"].append([view])
+                rows["report"].append(report)
+        return rows
+
+    split = undecoded.map(explode, batched=True, remove_columns=undecoded.column_names)
+    return split.cast_column("images", image_feature)
+
+
+class TaskSchedule:
+    """Draws the RadCARE task of each training micro-batch from ``probabilities`` (one per task).
+
+    The draw depends only on ``(seed, optimizer step, micro-batch index within the step)``: every process of a
+    distributed run trains the same task at the same step (so DDP sees the same parameters used on every rank), and a
+    run resumed from a checkpoint continues the task sequence of the uninterrupted run.
+    """
+
+    def __init__(self, tasks, probabilities, seed):
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        if len(tasks) != len(probabilities) or (probabilities < 0).any() or probabilities.sum() <= 0:
+            raise ValueError(
+                f"Task probabilities {probabilities.tolist()}: expected {len(tasks)} non-negative weights for {list(tasks)}."
+            )
+        self.tasks = tuple(tasks)
+        self.probabilities = probabilities / probabilities.sum()
+        self.seed = seed
+
+    def task(self, step, micro_batch=0):
+        """The task of micro-batch ``micro_batch`` of optimizer step ``step``."""
+        rng = np.random.default_rng([self.seed, step, micro_batch])
+        return self.tasks[int(rng.choice(len(self.tasks), p=self.probabilities))]
+
+
+__all__ = ["PretrainingCollator", "StudyCollator", "TaskSchedule", "split_views"]

@@ -1,0 +1,144 @@
+"""Stage 1 of CMCRL: RadCARE pre-training of ``CmcrlForPreTraining`` on the HF Trainer.
+
+Data: every view of every training study becomes a single-image sample paired with the study's report (the
+reference pre-trains on single images too, but draws one random view of each IU-Xray study per epoch; using every
+view keeps the epoch deterministic and loses no image).
+
+Tasks: each training micro-batch runs one of "vt2t", "vt2v", "v2v", "t2t", drawn with the model config's
+``pretraining_task_probs`` (default 1/3, 1/3, 1/6, 1/6: the reference's p=0.5 "vt2t then vt2v" split in two, and
+0.25 each for v2v and t2t) by :class:`cxrgen.data.collators.TaskSchedule` from the run's seed. Each task's mean loss
+since the previous log is logged as ``loss_<task>`` next to the Trainer's ``loss``.
+
+Defaults (``config/vlp.json`` of the reference): AdamW, lr 5e-4, weight decay 1e-2, 30 epochs, batch 64, seed 42,
+linear warm-up over the first 10% of steps (3 of 30 epochs), then cosine decay to 0.001 x lr; a checkpoint per epoch.
+Differences: the reference uses AMSGrad (the Trainer's AdamW has no switch for it) and clips every gradient element
+to [-0.1, 0.1] (``clip_grad_value_``); the Trainer clips the global gradient norm instead (``max_grad_norm``, 1.0
+here). Value clipping changes the direction of the update, norm clipping only its length, so the two are not
+interchangeable; pass ``--max_grad_norm`` to tune it.
+"""
+
+import logging
+from pathlib import Path
+
+import torch
+from transformers import Trainer, set_seed
+
+from cxrgen.data.annotation import read_annotation
+from cxrgen.data.collators import PretrainingCollator, TaskSchedule, split_views
+from cxrgen.trainers.common import (
+    ModelFolderCallback,
+    build_training_args,
+    card_info,
+    cmcrl_config_and_processor,
+    data_options,
+    load_split,
+    load_stage_config,
+    resume_checkpoint,
+    save_final_model,
+    training_setup,
+)
+
+logger = logging.getLogger(__name__)
+
+STAGE = "radcare"
+DEFAULT_PRESET = "iu-xray"
+TRAINING_DEFAULTS = {
+    "learning_rate": 5e-4,
+    "weight_decay": 1e-2,
+    "optim": "adamw_torch",
+    "lr_scheduler_type": "cosine_with_min_lr",
+    "lr_scheduler_kwargs": {"min_lr_rate": 1e-3},
+    "warmup_steps": 0.1,
+    "max_grad_norm": 1.0,
+    "num_train_epochs": 30,
+    "per_device_train_batch_size": 64,
+    "seed": 42,
+    "save_strategy": "epoch",
+    "eval_strategy": "no",
+    # The collator builds the model inputs from the rows' images and reports.
+    "remove_unused_columns": False,
+}
+
+
+class RadcareTrainer(Trainer):
+    """A Trainer that runs each micro-batch on the task of ``task_schedule`` and logs each task's mean loss."""
+
+    def __init__(self, *args, task_schedule, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.task_schedule = task_schedule
+        self._micro_batch = (-1, 0)
+        # Per task: summed loss and number of micro-batches since the last log.
+        self._task_losses = torch.zeros(len(task_schedule.tasks), 2, dtype=torch.float64)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        step, index = self._micro_batch
+        index = index + 1 if step == self.state.global_step else 0
+        self._micro_batch = (self.state.global_step, index)
+        task = self.task_schedule.task(self.state.global_step, index)
+        return super().training_step(model, {**inputs, "task": task}, num_items_in_batch)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training:
+            index = self.task_schedule.tasks.index(inputs["task"])
+            self._task_losses[index] += torch.tensor([loss.detach().double().item(), 1.0], dtype=torch.float64)
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs, start_time=None):
+        if "loss" in logs:  # a training log (evaluation logs have eval_loss, the final summary train_loss)
+            totals = self._task_losses.to(self.args.device)
+            if self.args.world_size > 1:
+                totals = self.accelerator.reduce(totals, reduction="sum")
+            for task, (total, count) in zip(self.task_schedule.tasks, totals.tolist()):
+                if count:
+                    logs[f"loss_{task}"] = round(total / count, 4)
+            self._task_losses.zero_()
+        super().log(logs, start_time)
+
+
+def build_trainer(config, data, images, output, resume=False, init=None, trainer_args=()):
+    """The RadCARE Trainer of a run and the checkpoint to resume from (None for a fresh run); see :func:`run`."""
+    from cxrgen.modeling.cmcrl import PRETRAINING_TASKS, CmcrlForPreTraining
+
+    if init is not None:
+        raise ValueError("radcare is the first CMCRL stage: --init is not used (start from scratch, or --resume).")
+    stage_config = load_stage_config(config)
+    annotation = read_annotation(data)
+    checkpoint = resume_checkpoint(output, resume)
+    train = load_split(annotation, images, "train")
+    model_config, processor = cmcrl_config_and_processor(stage_config, DEFAULT_PRESET, train["report"], checkpoint)
+    args = build_training_args(output, TRAINING_DEFAULTS, stage_config.training, trainer_args, source=stage_config.source)
+    options = data_options(stage_config)
+
+    set_seed(args.seed)
+    model = CmcrlForPreTraining(model_config)
+    samples = split_views(train)
+    logger.info("RadCARE: %d training studies -> %d single-view samples", len(train), len(samples))
+    setup = training_setup(stage_config, args, annotation, data, **{
+        "single-view samples": len(samples),
+        "task probabilities": dict(zip(PRETRAINING_TASKS, model_config.pretraining_task_probs)),
+        "augmentation": options["augment"],
+    })
+    info = card_info(stage_config, annotation, data, output, "cmcrl", "RadCARE pre-training", setup)
+    trainer = RadcareTrainer(
+        model=model,
+        args=args,
+        train_dataset=samples,
+        data_collator=PretrainingCollator(
+            processor, max_length=model_config.pretraining_max_length, augment_seed=args.seed if options["augment"] else None
+        ),
+        processing_class=processor,
+        callbacks=[ModelFolderCallback(info)],
+        task_schedule=TaskSchedule(PRETRAINING_TASKS, model_config.pretraining_task_probs, args.seed),
+    )
+    return trainer, checkpoint, info
+
+
+def run(config, data, images, output, resume=False, init=None, trainer_args=()) -> Path:
+    """Pre-train RadCARE and save the final model folder in ``output`` (see cxrgen.trainers.common for the arguments)."""
+    trainer, checkpoint, info = build_trainer(config, data, images, output, resume, init, trainer_args)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    return save_final_model(trainer, output, info)
+
+
+__all__ = ["RadcareTrainer", "TRAINING_DEFAULTS", "build_trainer", "run"]

@@ -1,0 +1,244 @@
+"""The CMCRL training stages (RadCARE, VLCI) on tiny configs and a tiny phantom benchmark, through `cxrgen train`."""
+
+import json
+import logging
+import os
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoModelForPreTraining, AutoProcessor, TrainerCallback
+
+from cxrgen.cli import main
+from cxrgen.data.annotation import annotation_to_dataset_dict, read_annotation
+from cxrgen.data.collators import TaskSchedule, split_views
+from cxrgen.data.phantom_benchmark import build_phantom_benchmark
+from cxrgen.modeling.cmcrl import PRETRAINING_TASKS, CmcrlForConditionalGeneration, CmcrlForPreTraining
+from cxrgen.processing.processing_cmcrl import CmcrlProcessor
+from cxrgen.trainers import common, radcare, vlci
+
+torch.set_num_threads(1)
+
+IMAGE_SIZE = 32
+TINY_TRAINING = {
+    "per_device_train_batch_size": 4,
+    "per_device_eval_batch_size": 4,
+    "max_steps": 4,
+    "save_strategy": "steps",
+    "save_steps": 2,
+    "logging_steps": 1,
+    "use_cpu": True,
+    "report_to": "none",
+    "dataloader_num_workers": 0,
+    "disable_tqdm": True,
+}
+VLCI_EVAL = {"eval_strategy": "steps", "eval_steps": 2, "generation_num_beams": 2, "learning_rate": "3e-3"}
+
+
+@pytest.fixture(autouse=True)
+def no_java(monkeypatch, tmp_path_factory):
+    """METEOR starts a Java process per evaluation (~20 s here); without `java` on PATH it is reported unavailable."""
+    monkeypatch.setenv("PATH", str(tmp_path_factory.mktemp("empty-path")))
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    """A 16-study synthetic phantom benchmark at 32 px: (annotation path, image root)."""
+    root = tmp_path_factory.mktemp("phantom")
+    path = build_phantom_benchmark(root, source="synthetic", image_size=IMAGE_SIZE, synthetic_studies=16, seed=5)
+    return path, root / "images"
+
+
+def write_config(folder, training=None, **sections):
+    path = folder / "config.yaml"
+    config = {"preset": "tiny", "processor": {"min_frequency": 1}, "training": {**TINY_TRAINING, **(training or {})}, **sections}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def radcare_run(phantom, tmp_path_factory):
+    """`cxrgen train radcare` on a YAML config, with Trainer arguments passed through: the output folder."""
+    folder = tmp_path_factory.mktemp("radcare")
+    config = write_config(folder)
+    output = folder / "run"
+    code = main(["train", "radcare", "--config", str(config), "--data", str(phantom[0]), "--images", str(phantom[1]),
+                 "--output", str(output), "--seed", "7", "--learning_rate", "2e-3"])
+    assert code == 0
+    return output
+
+
+def assert_complete_model_folder(folder, phantom_card=True):
+    files = set(os.listdir(folder))
+    assert {"model.safetensors", "config.json", "configuration_cmcrl.py", "modeling_cmcrl.py", "pipeline_cmcrl.py",
+            "processor_config.json", "processing_cmcrl.py", "image_processing_cxr.py", "cleaning.py", "tokenizer.json",
+            "README.md"} <= files
+    assert not any(name.endswith(".bin") and name != "training_args.bin" for name in files)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_cmcrl.CmcrlForConditionalGeneration"
+    assert "image-to-text" in config["custom_pipelines"]
+    card = (folder / "README.md").read_text()
+    assert ("synthetic phantom images" in card) == phantom_card
+    assert "Research use only" in card
+    return card
+
+
+def test_radcare_cli_trains_logs_each_task_and_saves_complete_folders(radcare_run):
+    state = json.loads((radcare_run / "trainer_state.json").read_text())
+    checkpoint_state = json.loads((radcare_run / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4 and checkpoint_state["global_step"] == 4
+    schedule = TaskSchedule(PRETRAINING_TASKS, [1 / 3, 1 / 3, 1 / 6, 1 / 6], seed=7)
+    steps = [entry for entry in state["log_history"] if "loss" in entry]
+    assert [entry["step"] for entry in steps] == [1, 2, 3, 4]
+    for entry in steps:
+        # One micro-batch per logged step: its task's loss is the step's loss, the other tasks are absent.
+        task = schedule.task(entry["step"] - 1)
+        logged = {key[5:] for key in entry if key.startswith("loss_")}
+        assert logged == {task}
+        assert entry[f"loss_{task}"] == pytest.approx(entry["loss"], abs=1e-3)
+        assert entry["learning_rate"] <= 2e-3
+    assert len({schedule.task(entry["step"] - 1) for entry in steps}) > 1  # the mix really varies
+
+    for folder in (radcare_run / "checkpoint-2", radcare_run / "checkpoint-4", radcare_run):
+        card = assert_complete_model_folder(folder)
+        assert "RadCARE pre-training" in card and "has not been evaluated" in card
+        assert isinstance(AutoModelForPreTraining.from_pretrained(folder), CmcrlForPreTraining)
+        assert isinstance(AutoProcessor.from_pretrained(folder), CmcrlProcessor)
+    final, last = load_file(radcare_run / "model.safetensors"), load_file(radcare_run / "checkpoint-4" / "model.safetensors")
+    assert final.keys() == last.keys() and all(torch.equal(final[k], last[k]) for k in final)
+
+
+def test_vlci_init_from_radcare_selects_best_checkpoint_by_metric(radcare_run, phantom, tmp_path, caplog):
+    config = write_config(tmp_path, {**VLCI_EVAL, "metric_for_best_model": "ce_macro_f1"})
+    output = tmp_path / "vlci"
+    with caplog.at_level(logging.INFO, logger="cxrgen.trainers.vlci"):
+        assert vlci.run(config, phantom[0], phantom[1], output, init=radcare_run) == output
+    assert "VLCI --init" in caplog.text and "copied" in caplog.text
+
+    state = json.loads((output / "trainer_state.json").read_text())
+    evaluations = [entry for entry in state["log_history"] if "eval_ce_macro_f1" in entry]
+    assert [entry["step"] for entry in evaluations] == [2, 4]
+    assert "eval_meteor" not in evaluations[0] and {"eval_bleu_4", "eval_cider", "eval_ce_micro_f1"} <= set(evaluations[0])
+    best = max(evaluations, key=lambda entry: entry["eval_ce_macro_f1"])  # the first of equal scores wins
+    assert state["best_model_checkpoint"].endswith(f"checkpoint-{best['step']}")
+    final = load_file(output / "model.safetensors")
+    chosen = load_file(output / f"checkpoint-{best['step']}" / "model.safetensors")
+    assert all(torch.equal(final[k], chosen[k]) for k in final)
+
+    card = assert_complete_model_folder(output)
+    assert "RadCARE checkpoint" in card and "CE macro F1" in card and "copied" in card
+    checkpoint_card = assert_complete_model_folder(output / "checkpoint-2")
+    assert f"{evaluations[0]['eval_ce_macro_f1']:.4f}" in checkpoint_card
+    model = AutoModel.from_pretrained(output / "checkpoint-2")
+    assert isinstance(model, CmcrlForConditionalGeneration)
+    processor = AutoProcessor.from_pretrained(output / "checkpoint-2")
+    # The vocabulary is RadCARE's, and the transferred embeddings start from RadCARE's weights.
+    assert processor.tokenizer.get_vocab() == AutoProcessor.from_pretrained(radcare_run).tokenizer.get_vocab()
+    pretrained = AutoModelForPreTraining.from_pretrained(radcare_run)
+    assert model.config.vocab_size == pretrained.config.vocab_size
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAfterSave(TrainerCallback):
+    """Kills the run right after checkpoint `step` is written, as a crash or a cancelled job would."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Interrupt
+
+
+def weights(folder):
+    return load_file(folder / "model.safetensors")
+
+
+@pytest.mark.parametrize(
+    "stage, training",
+    [
+        (radcare, {"gradient_accumulation_steps": 2, "per_device_train_batch_size": 2}),
+        (vlci, {"eval_strategy": "no", "load_best_model_at_end": False, "learning_rate": 1e-3}),
+    ],
+    ids=["radcare", "vlci"],
+)
+def test_resume_after_interruption_gives_the_same_weights(stage, training, phantom, tmp_path):
+    config = write_config(tmp_path, training)
+    straight = stage.run(config, phantom[0], phantom[1], tmp_path / "straight")
+
+    trainer, checkpoint, _ = stage.build_trainer(config, phantom[0], phantom[1], tmp_path / "interrupted")
+    # The ModelFolderCallback (which writes the card) runs first, so the checkpoint is complete when it stops.
+    trainer.add_callback(InterruptAfterSave(2))
+    with pytest.raises(Interrupt):
+        trainer.train(resume_from_checkpoint=checkpoint)
+    assert not (tmp_path / "interrupted" / "checkpoint-4").exists()
+    with pytest.raises(ValueError, match="--resume"):
+        stage.run(config, phantom[0], phantom[1], tmp_path / "interrupted")
+    resumed = stage.run(config, phantom[0], phantom[1], tmp_path / "interrupted", resume=True)
+
+    expected, actual = weights(straight), weights(resumed)
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)
+    before = weights(tmp_path / "interrupted" / "checkpoint-2")
+    assert not all(torch.equal(before[name], actual[name]) for name in expected)  # the resumed steps did train
+
+
+def test_training_args_precedence_and_errors(tmp_path):
+    args = common.build_training_args(
+        tmp_path, {"learning_rate": 5e-4, "weight_decay": 0.01, "lr_scheduler_kwargs": {"min_lr_rate": 0.001}},
+        {"learning_rate": "1e-4", "max_steps": 3, "use_cpu": True},
+        ["--max_steps", "5", "--report_to", "tensorboard"],
+    )
+    assert (args.learning_rate, args.weight_decay, args.max_steps, args.report_to) == (1e-4, 0.01, 5, ["tensorboard"])
+    assert args.lr_scheduler_kwargs == {"min_lr_rate": 0.001} and args.use_cpu and args.output_dir == str(tmp_path)
+    with pytest.raises(ValueError, match="unknown key.*learning_rat"):
+        common.build_training_args(tmp_path, {}, {"learning_rat": 1.0}, source="x.yaml")
+    with pytest.raises(ValueError, match="unknown Trainer argument"):
+        common.build_training_args(tmp_path, {}, {}, ["--no_such_argument", "1"])
+    with pytest.raises(ValueError, match="learning_rate"):
+        common.build_training_args(tmp_path, {}, {}, ["--learning_rate", "fast"])
+    with pytest.raises(ValueError, match="output_dir"):
+        common.build_training_args(tmp_path, {}, {}, ["--output_dir", str(tmp_path / "elsewhere")])
+
+
+def test_stage_config_and_cli_errors(phantom, tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"preset": "tiny", "optimizer": {"lr": 1}}))
+    with pytest.raises(ValueError, match="bad.yaml.*unknown top-level key.*optimizer"):
+        common.load_stage_config(bad)
+    assert common.load_stage_config("tiny").preset == "tiny"
+    code = main(["train", "vlci", "--config", str(bad), "--data", str(phantom[0]), "--images", str(phantom[1]),
+                 "--output", str(tmp_path / "out")])
+    assert code == 2 and "unknown top-level key" in capsys.readouterr().err
+    config = write_config(tmp_path, {"metric_for_best_model": "bleu4", **VLCI_EVAL})
+    with pytest.raises(ValueError, match="metric_for_best_model='bleu4'"):
+        vlci.build_trainer(config, phantom[0], phantom[1], tmp_path / "out")
+    with pytest.raises(ValueError, match="--init is not used"):
+        radcare.build_trainer(config, phantom[0], phantom[1], tmp_path / "out", init=tmp_path)
+    with pytest.raises(ValueError, match="has no checkpoint"):
+        radcare.build_trainer(config, phantom[0], phantom[1], tmp_path / "out", resume=True)
+    assert common.get_stage("radcare") is radcare.run and common.get_stage("vlci") is vlci.run
+    with pytest.raises(ValueError, match="Unknown training stage"):
+        common.get_stage("r2gen")
+
+
+def test_split_views_and_task_schedule(phantom):
+    annotation = read_annotation(phantom[0])
+    train = annotation_to_dataset_dict({"train": annotation["train"][:3]}, phantom[1])["train"]
+    samples = split_views(train)
+    assert samples["id"][:2] == [f"{train['id'][0]}#0", f"{train['id'][0]}#1"] and len(samples) == 6
+    assert samples[1]["report"] == train[0]["report"] and samples[1]["images"][0].size == (IMAGE_SIZE, IMAGE_SIZE)
+    assert common.is_phantom_annotation(annotation)
+    moved = {"train": [{**entry, "image_path": ["frontal.png"]} for entry in annotation["train"]]}
+    assert not common.is_phantom_annotation(moved)
+
+    schedule = TaskSchedule(PRETRAINING_TASKS, [1, 1, 0, 2], seed=3)
+    draws = [schedule.task(step, micro) for step in range(400) for micro in range(2)]
+    assert draws == [TaskSchedule(PRETRAINING_TASKS, [1, 1, 0, 2], seed=3).task(s, m) for s in range(400) for m in range(2)]
+    assert "v2v" not in draws and draws.count("t2t") / len(draws) == pytest.approx(0.5, abs=0.06)
+    with pytest.raises(ValueError, match="non-negative"):
+        TaskSchedule(PRETRAINING_TASKS, [1, -1, 0, 0], seed=0)
