@@ -1,0 +1,467 @@
+"""Stage 2 of TRRG: clue-enhanced fine-tuning of ``TrrgForConditionalGeneration`` on the HF ``Trainer``.
+
+Training batches come from :class:`cxrgen.data.trrg_collators.TrrgCollator`: prompt + report + EOS with the prompt
+masked in ``labels``, and the study's labels as ``disease_labels`` for the disease-aware consistency loss.
+
+Evaluation (``predict_with_generate``, default on) generates a report for every ``val`` study: ``Seq2SeqTrainer``
+does not fit a decoder-only model (its loss on prompt-only batches fails), so :class:`TrrgTrainer` overrides
+``prediction_step``: it computes the loss on the full sequences, pops the labels, cuts each sequence to its prompt
+(left-padded), generates (``generation_num_beams`` beams, at most ``generation_max_length`` *new* tokens) and
+returns the generated ids without the prompt. ``compute_metrics`` (``cxrgen.trainers.common.report_metrics``) scores
+them against the whole val reports; ``metric_for_best_model`` (default ``bleu_4``) picks the final model.
+
+Config (see cxrgen.trainers.common for the YAML schema):
+
+- ``preset``: ``tiny`` (a word-level tiny Llama trained from scratch, for pipeline checks on CPU), ``iu-xray`` /
+  ``mimic-cxr`` (Swin-B at 224 px, Llama-2-7B-chat from the Hub with LoRA r=16; R2GenGPT's lengths and decoding).
+- ``model``: ``TrrgConfig`` fields (``vision_config`` / ``text_config`` mappings are merged into the preset's) and
+  ``language_model``: a causal LM checkpoint (local folder or Hub id, with its tokenizer; ``<image>``/``<clue>`` are
+  added and the embeddings resized) or null: an LLM from ``text_config`` with a word-level tokenizer built from the
+  training reports; ``vision_encoder``: a vision checkpoint for the tower (not with ``--init``); ``lora``: null (full
+  fine-tuning) or ``{r, alpha, dropout}``; ``load_in_4bit``: nf4 LLM weights (bitsandbytes; needs ``lora``).
+- ``processor``: ``image_size`` (default: the vision config's; with ``--init`` the stage-1 image processor is used),
+  ``max_length`` (whole sequence: prompt + report + EOS; the report is cut, never the EOS), ``min_frequency`` (of the
+  word-level tokenizer), ``prompt`` (the instruction).
+
+``--init`` takes a ``trrg-contrastive`` folder: its vision encoder, visual projection, temperature and ensembled
+disease prompt embeddings go into the vision tower and the zero-shot head (``TrrgForConditionalGeneration.from_parts``);
+the transferred tensors are logged and named on the card.
+
+Full fine-tuning: every checkpoint and the final folder are complete model folders (weights, config, remote code,
+processor, card). LoRA (peft, the LLM's attention projections; the projector, clue injector, interaction module and
+disease head trained fully as ``modules_to_save``): the run first writes the untrained full-precision model to
+``<output>/base-model`` (a complete folder); ``checkpoint-<step>`` folders are adapter checkpoints (adapter weights
+and config, whose ``base_model_name_or_path`` is that folder, plus the processor), which ``--resume`` continues and
+peft's ``PeftModel.from_pretrained(base, checkpoint)`` loads. At the end the adapter (best one with
+``load_best_model_at_end``) is saved to ``<output>/adapter`` and merged into the full-precision base, and the merged
+model is the final model folder in ``<output>`` (for 4-bit runs too: the merge uses ``base-model``, not the nf4
+weights).
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer, Seq2SeqTrainingArguments, Trainer, set_seed
+
+from cxrgen.data.annotation import read_annotation
+from cxrgen.data.trrg_collators import TrrgCollator
+from cxrgen.trainers.common import (
+    ModelFolderCallback,
+    build_training_args,
+    card_info,
+    check_best_metric,
+    load_processor,
+    load_split,
+    load_stage_config,
+    report_metrics,
+    resume_checkpoint,
+    save_final_model,
+    training_setup,
+)
+from cxrgen.trainers.trrg_contrastive import (
+    CheckpointReloadMixin,
+    merge_model_options,
+    preset,
+    sub_config,
+    vision_image_size,
+)
+
+logger = logging.getLogger(__name__)
+
+STAGE = "trrg"
+DEFAULT_PRESET = "iu-xray"
+BASE_MODEL_DIR = "base-model"
+ADAPTER_DIR = "adapter"
+IMAGE_TOKEN, CLUE_TOKEN = "<image>", "<clue>"
+IGNORE_INDEX = -100
+MODEL_KEYS = ("language_model", "vision_encoder", "lora", "load_in_4bit")
+PROCESSOR_KEYS = ("image_size", "max_length", "min_frequency", "prompt")
+LORA_KEYS = ("r", "alpha", "dropout")
+
+_PAPER_MODEL = {
+    "language_model": "meta-llama/Llama-2-7b-chat-hf",
+    "lora": {"r": 16, "alpha": 16, "dropout": 0.1},
+}
+PRESETS = {
+    "tiny": {
+        "model": {
+            "vision_config": {
+                "model_type": "swin", "image_size": 64, "patch_size": 8, "embed_dim": 32, "depths": [1, 1],
+                "num_heads": [2, 4], "window_size": 4,
+            },
+            "text_config": {
+                "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
+            },
+            "projection_dim": 32,
+            "num_query_tokens": 8,
+            "interaction_hidden_size": 64,
+            "interaction_layers": 1,
+            "interaction_heads": 4,
+        },
+        "processor": {"max_length": 128, "min_frequency": 1},
+        "training": {
+            "num_train_epochs": 10, "per_device_train_batch_size": 16, "learning_rate": 1e-3,
+            "generation_num_beams": 1, "generation_max_length": 60,
+        },
+    },
+    "iu-xray": {
+        "model": dict(_PAPER_MODEL),
+        "processor": {"max_length": 160},
+        "training": {"num_train_epochs": 15, "generation_num_beams": 3, "generation_max_length": 100},
+    },
+    "mimic-cxr": {
+        "model": dict(_PAPER_MODEL),
+        "processor": {"max_length": 200},
+        "training": {"num_train_epochs": 5, "generation_num_beams": 3, "generation_max_length": 120},
+    },
+}
+TRAINING_DEFAULTS = {
+    "learning_rate": 1e-4,
+    "weight_decay": 0.0,
+    "lr_scheduler_type": "cosine",
+    "per_device_train_batch_size": 8,
+    "per_device_eval_batch_size": 8,
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "predict_with_generate": True,
+    "metric_for_best_model": "bleu_4",
+    "load_best_model_at_end": True,
+    # The collator builds the model inputs from the rows' images and reports.
+    "remove_unused_columns": False,
+}
+
+
+def split_prompts(input_ids, attention_mask, labels, pad_token_id):
+    """Left-padded prompts (every real token before a sequence's first label) of training sequences."""
+    prompts = []
+    for index, (ids, mask, targets) in enumerate(zip(input_ids, attention_mask, labels)):
+        supervised = (targets != IGNORE_INDEX).nonzero()
+        if len(supervised) == 0:
+            raise ValueError(f"sequence {index} of the batch has no report tokens (every label is {IGNORE_INDEX})")
+        start = int(supervised[0])
+        prompts.append(ids[:start][mask[:start].bool()])
+    width = max(len(prompt) for prompt in prompts)
+    prompt_ids = input_ids.new_full((len(prompts), width), pad_token_id)
+    prompt_mask = attention_mask.new_zeros((len(prompts), width))
+    for row, prompt in enumerate(prompts):
+        prompt_ids[row, width - len(prompt):] = prompt
+        prompt_mask[row, width - len(prompt):] = 1
+    return prompt_ids, prompt_mask
+
+
+class GeneratedReports:
+    """``post_process_generation`` for ``report_metrics``: :class:`TrrgTrainer` returns report ids without the prompt,
+    padded with -100 across batches; they are decoded with the processor's ``decode_reports``."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def post_process_generation(self, generated_ids):
+        ids = np.asarray(generated_ids)
+        ids = torch.as_tensor(np.where(ids == IGNORE_INDEX, self.processor.tokenizer.pad_token_id, ids))
+        return [report.strip() for report in self.processor.decode_reports(ids, 0)]
+
+
+class TrrgTrainer(CheckpointReloadMixin, Trainer):
+    """A Trainer whose evaluation generates reports from each sequence's prompt (see the module docstring)."""
+
+    def __init__(self, *args, generation_kwargs=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generation_kwargs = dict(generation_kwargs or {})
+        # The loss adds a batch-mean disease loss to the LM loss, so it must be averaged over gradient accumulation
+        # steps by the Trainer rather than normalised by num_items_in_batch (which only fits a token-summed loss).
+        self.model_accepts_loss_kwargs = False
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        if prediction_loss_only or not self.args.predict_with_generate:
+            return super().prediction_step(model, inputs, prediction_loss_only=True, ignore_keys=ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs).detach()
+        labels = inputs.pop("labels")
+        prompt_ids, prompt_mask = split_prompts(
+            inputs["input_ids"], inputs["attention_mask"], labels, self.processing_class.tokenizer.pad_token_id
+        )
+        generator = self.accelerator.unwrap_model(model)
+        with torch.no_grad():
+            generated = generator.generate(
+                input_ids=prompt_ids,
+                attention_mask=prompt_mask,
+                pixel_values=inputs["pixel_values"],
+                pixel_mask=inputs.get("pixel_mask"),
+                **self.generation_kwargs,
+            )
+        return loss, generated[:, prompt_ids.shape[1]:], labels
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model and processor
+# ----------------------------------------------------------------------------------------------------------------
+def model_options(stage_config):
+    """(TrrgConfig kwargs, extra options {language_model, vision_encoder, lora, load_in_4bit}, processor options)."""
+    from cxrgen.modeling.trrg import TrrgConfig
+
+    base = preset(stage_config.preset or DEFAULT_PRESET, PRESETS)
+    options = merge_model_options(base["model"], stage_config.model, TrrgConfig, MODEL_KEYS, stage_config.source)
+    extra = {key: options.pop(key, None) for key in MODEL_KEYS}
+    lora = extra["lora"]
+    if lora is not None:
+        if not isinstance(lora, dict) or set(lora) - set(LORA_KEYS):
+            raise ValueError(f"{stage_config.source}: model.lora must be null or a mapping with keys among {list(LORA_KEYS)}, "
+                             f"got {lora!r}.")
+        extra["lora"] = {"r": 16, "alpha": 32, "dropout": 0.05, **lora}
+    if extra["load_in_4bit"] not in (None, False, True):
+        raise ValueError(f"{stage_config.source}: model.load_in_4bit must be true or false, got {extra['load_in_4bit']!r}.")
+    extra["load_in_4bit"] = bool(extra["load_in_4bit"])
+    if extra["load_in_4bit"] and lora is None:
+        raise ValueError(f"{stage_config.source}: model.load_in_4bit trains LoRA adapters on frozen 4-bit weights; "
+                         "set model.lora too.")
+    settings = {**base["processor"], **stage_config.section("processor", PROCESSOR_KEYS)}
+    return options, extra, settings
+
+
+def build_llm_tokenizer(language_model, train_reports, settings, prompt):
+    """The LLM tokenizer with ``<image>``/``<clue>`` (and a pad token): the checkpoint's, or a word-level one built
+    from the training reports (and the prompt, whose words are always in its vocabulary)."""
+    from cxrgen.processing.tokenization import build_report_tokenizer
+
+    if language_model is None:
+        min_frequency = settings.get("min_frequency", 3)
+        tokenizer = build_report_tokenizer(list(train_reports) + [prompt] * min_frequency, min_frequency,
+                                           model_max_length=settings.get("max_length", 160))
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(language_model)
+    missing = [token for token in (IMAGE_TOKEN, CLUE_TOKEN) if token not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
+    if tokenizer.pad_token is None:
+        # Padding is masked out of attention and labels, so the EOS embedding can stand in for it.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def build_model_and_processor(stage_config, train_reports, init=None):
+    """A fresh ``TrrgForConditionalGeneration`` (full precision), its ``TrrgProcessor`` and a line saying what
+    ``init`` transferred (None without ``init``)."""
+    from cxrgen.modeling.trrg import TrrgForConditionalGeneration
+    from cxrgen.processing.image_processing_cxr import CxrImageProcessor
+    from cxrgen.processing.processing_trrg import DEFAULT_PROMPT, TrrgProcessor
+
+    options, extra, settings = model_options(stage_config)
+    prompt = settings.get("prompt", DEFAULT_PROMPT)
+    tokenizer = build_llm_tokenizer(extra["language_model"], train_reports, settings, prompt)
+    ids = {"image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+           "clue_token_id": tokenizer.convert_tokens_to_ids(CLUE_TOKEN)}
+    text_config = options.pop("text_config", None)
+    vision_config = options.pop("vision_config", None)
+    if extra["language_model"] is None:
+        text_config = sub_config(text_config, stage_config.source, "text_config")
+        if text_config is None:
+            raise ValueError(f"{stage_config.source}: without model.language_model, model.text_config must describe the LLM.")
+        text_config.vocab_size = len(tokenizer)
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            setattr(text_config, name, getattr(tokenizer, name))
+        language_model = text_config
+    else:
+        if text_config is not None:
+            raise ValueError(f"{stage_config.source}: model.text_config and model.language_model exclude each other.")
+        language_model = extra["language_model"]
+
+    parts = {}
+    if init is not None:
+        if extra["vision_encoder"] is not None:
+            raise ValueError(f"{stage_config.source}: model.vision_encoder is not used with --init (stage 1 holds the "
+                             "vision encoder); remove it.")
+        stage1 = load_processor(init)
+        parts.update(contrastive_model=str(init), contrastive_tokenizer=stage1.tokenizer)
+        image_processor = stage1.image_processor
+    else:
+        vision = extra["vision_encoder"] or sub_config(vision_config, stage_config.source, "vision_config")
+        parts["vision_encoder"] = vision
+        image_processor = None
+    model = TrrgForConditionalGeneration.from_parts(language_model, **parts, **ids, **options)
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    if image_processor is None:
+        size = vision_image_size(model.config.vision_config, settings)
+        image_processor = CxrImageProcessor(size={"height": size, "width": size})
+    processor = TrrgProcessor.for_model(model.config, image_processor, tokenizer, prompt=prompt)
+    transferred = None
+    if init is not None:
+        head = model.model.zero_shot_head
+        transferred = (
+            f"TRRG stage-1 folder {Path(init).name}: vision tower "
+            f"({sum(p.numel() for p in model.model.vision_tower.parameters())} parameters), zero-shot visual "
+            f"projection, temperature and disease prompt embeddings {tuple(head.prompt_embeds.shape)}"
+        )
+    return model, processor, transferred
+
+
+def lora_config(model, options):
+    """peft ``LoraConfig``: the LLM's attention projections adapted, the non-LLM trainable modules saved whole."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=options["r"],
+        lora_alpha=options["alpha"],
+        lora_dropout=options["dropout"],
+        target_modules=model.lora_target_modules(),
+        modules_to_save=list(model.lora_trainable_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def load_base_model(folder, load_in_4bit, device):
+    """The saved full-precision base model, optionally with nf4 LLM weights (non-LLM modules kept by full prefix)."""
+    from transformers import BitsAndBytesConfig
+
+    from cxrgen.modeling.trrg import TrrgForConditionalGeneration
+
+    if not load_in_4bit:
+        return TrrgForConditionalGeneration.from_pretrained(folder)
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
+        bnb_4bit_use_double_quant=True,
+        llm_int8_skip_modules=list(TrrgForConditionalGeneration.quantization_skip_modules),
+    )
+    return TrrgForConditionalGeneration.from_pretrained(folder, quantization_config=quantization, device_map={"": device})
+
+
+def peft_model(base, extra, args):
+    """``base`` with LoRA adapters (prepared for k-bit training when its LLM is 4-bit)."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if extra["load_in_4bit"]:
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=args.gradient_checkpointing)
+    return get_peft_model(base, lora_config(base, extra["lora"]))
+
+
+def merged_model(base_folder, adapter_folder):
+    """The full-precision base with the adapter merged in: a plain ``TrrgForConditionalGeneration``."""
+    from peft import PeftModel
+
+    base = load_base_model(base_folder, False, torch.device("cpu"))
+    return PeftModel.from_pretrained(base, adapter_folder).merge_and_unload()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The stage
+# ----------------------------------------------------------------------------------------------------------------
+def build_trainer(config, data, images, output, resume=False, init=None, trainer_args=()):
+    """The stage-2 Trainer (its model a peft model for LoRA runs), the checkpoint to resume from (None for a fresh
+    run) and the card info; see :func:`run`."""
+    from cxrgen.modeling.trrg import TrrgForConditionalGeneration
+    from cxrgen.processing.processing_trrg import TrrgProcessor
+
+    stage_config = load_stage_config(config)
+    stage_config.section("data", ())
+    annotation = read_annotation(data)
+    checkpoint = resume_checkpoint(output, resume)
+    _, extra, settings = model_options(stage_config)
+    base = preset(stage_config.preset or DEFAULT_PRESET, PRESETS)
+    args = build_training_args(
+        output, {**TRAINING_DEFAULTS, **base["training"]}, stage_config.training, trainer_args,
+        args_class=Seq2SeqTrainingArguments, source=stage_config.source,
+    )
+    check_best_metric(args)
+    train = load_split(annotation, images, "train")
+    evaluating = str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no"
+    val = load_split(annotation, images, "val") if evaluating else None
+
+    set_seed(args.seed)
+    base_folder = Path(output) / BASE_MODEL_DIR
+    transferred = None
+    if extra["lora"] is None:
+        if checkpoint is not None:
+            model = TrrgForConditionalGeneration.from_pretrained(checkpoint)
+            # from_pretrained (transformers 5.23) gives back parameters that require grad, undoing the model's
+            # freezing of the zero-shot head: the optimizer state of the checkpoint would not fit.
+            model.model.zero_shot_head.requires_grad_(not model.config.freeze_zero_shot_head)
+            processor = load_processor(checkpoint, TrrgProcessor)
+        else:
+            model, processor, transferred = build_model_and_processor(stage_config, train["report"], init)
+    else:
+        # Every process builds the same base (same seed); the first writes it, the others wait and read it back.
+        with args.main_process_first(desc="TRRG LoRA base model"):
+            if not base_folder.is_dir():
+                if checkpoint is not None:
+                    raise ValueError(f"--resume: {base_folder} (the base model of the LoRA run) is missing.")
+                model, processor, transferred = build_model_and_processor(stage_config, train["report"], init)
+                if args.should_save:
+                    model.save_pretrained(base_folder)
+                    processor.save_pretrained(base_folder)
+        processor = load_processor(base_folder, TrrgProcessor)
+        model = peft_model(load_base_model(base_folder, extra["load_in_4bit"], args.device), extra, args)
+    if transferred is not None:
+        logger.info("trrg --init %s: %s", init, transferred)
+
+    generation = {"num_beams": args.generation_num_beams or 1}
+    if args.generation_max_length is not None:
+        generation["max_new_tokens"] = args.generation_max_length
+    lora = extra["lora"]
+    setup = training_setup(stage_config, args, annotation, data, **{
+        "language model": Path(str(extra["language_model"])).name if extra["language_model"] else "from text_config",
+        "fine-tuning": "full" if lora is None else f"LoRA r={lora['r']} alpha={lora['alpha']} dropout={lora['dropout']}",
+        "LLM weights": "nf4 (4-bit)" if extra["load_in_4bit"] else "full precision",
+        "best model metric": args.metric_for_best_model if args.load_best_model_at_end else "last checkpoint",
+        "evaluation beams": generation["num_beams"],
+    })
+    info = card_info(
+        stage_config, annotation, data, output, "trrg", "TRRG clue-enhanced fine-tuning", setup,
+        initialization=transferred,
+        metrics_source_description=(
+            f"reports generated for the val split during training (beam search, {generation['num_beams']} beams, at most "
+            f"{generation.get('max_new_tokens', 'the generation_config')} new tokens), scored with "
+            "cxrgen.evaluation.evaluate_reports (pycocoevalcap NLG metrics; clinical efficacy from the cxrgen "
+            "rule-based labeler) against the whole reports"
+        ),
+    )
+    compute_metrics = None
+    if val is not None and args.predict_with_generate:
+        compute_metrics = report_metrics(GeneratedReports(processor), val["report"])
+    trainer = TrrgTrainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=val,
+        data_collator=TrrgCollator(processor, max_length=settings.get("max_length")),
+        processing_class=processor,
+        compute_metrics=compute_metrics,
+        # LoRA checkpoints hold the adapter (and the processor), not a model folder to check and card.
+        callbacks=[ModelFolderCallback(info)] if lora is None else [],
+        generation_kwargs=generation,
+    )
+    return trainer, checkpoint, info
+
+
+def run(config, data, images, output, resume=False, init=None, trainer_args=()) -> Path:
+    """Fine-tune TRRG stage 2 and save the final model folder in ``output`` (for LoRA: the merged model, the adapter
+    in ``output/adapter``); see cxrgen.trainers.common for the arguments."""
+    from peft import PeftModel
+
+    trainer, checkpoint, info = build_trainer(config, data, images, output, resume, init, trainer_args)
+    trainer.train(resume_from_checkpoint=checkpoint)
+    output = Path(output)
+    if isinstance(trainer.model, PeftModel):
+        trainer.save_model(str(output / ADAPTER_DIR))
+        if trainer.is_world_process_zero():
+            trainer.model = merged_model(output / BASE_MODEL_DIR, output / ADAPTER_DIR)
+    return save_final_model(trainer, output, info)
+
+
+__all__ = [
+    "ADAPTER_DIR",
+    "BASE_MODEL_DIR",
+    "PRESETS",
+    "TRAINING_DEFAULTS",
+    "GeneratedReports",
+    "TrrgTrainer",
+    "build_trainer",
+    "run",
+    "split_prompts",
+]
