@@ -492,6 +492,9 @@ def save_final_model(trainer, output, info):
     trainer.save_model(str(output))
     trainer.save_state()
     if trainer.is_world_process_zero():
+        # training_args.bin is a pickle: the final folder is the one users load and publish, and it must hold
+        # nothing that unpickles (checkpoints keep theirs for --resume).
+        (output / "training_args.bin").unlink(missing_ok=True)
         state = trainer.state
         step = state.global_step
         if state.best_model_checkpoint is not None and trainer.args.load_best_model_at_end:

@@ -1,0 +1,119 @@
+"""Report generation from a saved model folder: load the model with its processor, generate reports for studies.
+
+A study is the list of its images (paths, PIL images or arrays), frontal first, as the models were trained.
+CMCRL folders give the report; TRRG folders also give the zero-shot probability of each observation and the
+disease clues that were injected into the language model's prompt.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, AutoProcessor
+
+# The stage-2 (report generating) architecture of each method; pre-training checkpoints cannot write reports.
+GENERATORS = {"cmcrl": "CmcrlForConditionalGeneration", "trrg": "TrrgForConditionalGeneration"}
+
+
+@dataclass
+class ReportGenerator:
+    """A loaded model folder: the model (in eval mode), its processor and its method ("cmcrl" or "trrg")."""
+
+    model: torch.nn.Module
+    processor: object
+    method: str
+    folder: Path
+
+
+def load_generator(folder, device="cpu"):
+    """Load a saved CMCRL or TRRG model folder (config, safetensors weights, processor) for generation.
+
+    Raises:
+        FileNotFoundError: the folder or its config.json is missing.
+        ValueError: the folder holds another kind of model (e.g. a pre-training checkpoint) or no processor.
+    """
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: expected a saved model folder (config.json, weights, processor).")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_path} is not valid JSON ({error.msg}).") from error
+    method = config.get("model_type")
+    architectures = config.get("architectures") or []
+    if method not in GENERATORS or GENERATORS[method] not in architectures:
+        expected = " or ".join(f"{name} (model_type {key!r})" for key, name in GENERATORS.items())
+        raise ValueError(
+            f"{config_path}: model_type {method!r} with architectures {architectures} cannot generate reports; "
+            f"expected {expected}. Pre-training checkpoints (RadCARE, TRRG contrastive) must be fine-tuned first."
+        )
+    if not (folder / "processor_config.json").is_file():
+        raise ValueError(
+            f"{folder} has no processor_config.json: save the processor (images + tokenizer) with the model."
+        )
+    model = AutoModel.from_pretrained(folder).to(device).eval()
+    processor = AutoProcessor.from_pretrained(folder)
+    return ReportGenerator(model=model, processor=processor, method=method, folder=folder)
+
+
+def generation_kwargs(num_beams=None, max_new_tokens=None):
+    """Overrides of the model's generation_config; settings left as None keep the saved ones."""
+    kwargs = {}
+    if num_beams is not None:
+        if num_beams < 1:
+            raise ValueError(f"num_beams must be at least 1, got {num_beams}.")
+        kwargs["num_beams"] = num_beams
+    if max_new_tokens is not None:
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
+        kwargs["max_new_tokens"] = max_new_tokens
+    return kwargs
+
+
+@torch.inference_mode()
+def generate_reports(generator, studies, batch_size=16, num_beams=None, max_new_tokens=None):
+    """Generate one report per study.
+
+    Args:
+        generator: a :class:`ReportGenerator` from :func:`load_generator`.
+        studies: a list of studies, each a non-empty list of its views (frontal first).
+        batch_size: studies per ``generate`` call.
+        num_beams, max_new_tokens: override the model's generation_config when given.
+
+    Returns:
+        One dict per study: ``{"report": str}``, plus ``"probabilities"`` ({observation: p}) and ``"clues"``
+        (``[{"observation", "polarity", "probability"}]``) for TRRG.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    for index, study in enumerate(studies):
+        if not isinstance(study, (list, tuple)) or not study:
+            raise ValueError(f"Study {index}: expected a non-empty list of its images, got {study!r}.")
+    kwargs = generation_kwargs(num_beams, max_new_tokens)
+    device = generator.model.device
+    results = []
+    for start in range(0, len(studies), batch_size):
+        batch = [list(study) for study in studies[start : start + batch_size]]
+        inputs = generator.processor(images=batch, return_tensors="pt").to(device)
+        generated = generator.model.generate(**inputs, **kwargs)
+        if generator.method == "cmcrl":
+            reports = generator.processor.post_process_generation(generated)
+            results.extend({"report": report} for report in reports)
+        else:
+            reports = generator.processor.decode_reports(generated, inputs["input_ids"].shape[1])
+            findings = generator.model.structured_findings(inputs["pixel_values"], inputs.get("pixel_mask"))
+            results.extend({"report": report.strip(), **found} for report, found in zip(reports, findings))
+    return results
+
+
+def format_generation(result):
+    """A human-readable rendering of one :func:`generate_reports` result (report, then TRRG's findings)."""
+    lines = [result["report"]]
+    if "probabilities" in result:
+        lines += ["", "Observation probabilities (zero-shot perception):"]
+        lines += [f"  {name:<28} {p:.3f}" for name, p in result["probabilities"].items()]
+        clues = ", ".join(f"{c['observation']} ({c['polarity']}, {c['probability']:.3f})" for c in result["clues"])
+        lines += ["", f"Clues used: {clues or 'none'}"]
+    return "\n".join(lines)
