@@ -1,6 +1,7 @@
 """Shared pytest fixtures."""
 
 import sys
+from pathlib import Path
 
 import pytest
 from huggingface_hub import constants as hub_constants
@@ -36,7 +37,8 @@ def fake_hub(tmp_path, monkeypatch):
 
     # Remote code is imported as the package transformers_modules, whose path is one HF_MODULES_CACHE: hide the
     # modules imported before, and drop the ones this test imports.
-    monkeypatch.setattr(sys, "path", list(sys.path))
+    # Earlier in-process loads put other modules caches on sys.path; the first one would shadow this test's.
+    monkeypatch.setattr(sys, "path", [entry for entry in sys.path if not Path(entry, "transformers_modules").is_dir()])
     for name in [name for name in sys.modules if name.split(".")[0] == "transformers_modules"]:
         monkeypatch.delitem(sys.modules, name)
     with FakeHub(FAKE_HUB_TOKEN) as hub:
