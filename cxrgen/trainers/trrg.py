@@ -61,6 +61,7 @@ from cxrgen.trainers.common import (
     training_setup,
 )
 from cxrgen.trainers.trrg_contrastive import (
+    TINY_VISION_CONFIG,
     CheckpointReloadMixin,
     merge_model_options,
     preset,
@@ -87,10 +88,7 @@ _PAPER_MODEL = {
 PRESETS = {
     "tiny": {
         "model": {
-            "vision_config": {
-                "model_type": "swin", "image_size": 64, "patch_size": 8, "embed_dim": 32, "depths": [1, 1],
-                "num_heads": [2, 4], "window_size": 4,
-            },
+            "vision_config": TINY_VISION_CONFIG,
             "text_config": {
                 "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
                 "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,

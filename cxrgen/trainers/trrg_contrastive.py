@@ -61,13 +61,15 @@ logger = logging.getLogger(__name__)
 STAGE = "trrg-contrastive"
 DEFAULT_PRESET = "iu-xray"
 PROMPT_EMBEDS_NAME = "disease_prompt_embeds.safetensors"
+# Stage 2's tiny preset takes over this vision tower from a stage-1 folder, so both presets share one config.
+TINY_VISION_CONFIG = {
+    "model_type": "swin", "image_size": 64, "patch_size": 8, "embed_dim": 32, "depths": [1, 1], "num_heads": [2, 4],
+    "window_size": 4,
+}
 PRESETS = {
     "tiny": {
         "model": {
-            "vision_config": {
-                "model_type": "swin", "image_size": 64, "patch_size": 8, "embed_dim": 32, "depths": [1, 1],
-                "num_heads": [2, 4], "window_size": 4,
-            },
+            "vision_config": TINY_VISION_CONFIG,
             "text_config": {
                 "model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
                 "intermediate_size": 128, "max_position_embeddings": 64,
