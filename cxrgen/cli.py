@@ -179,13 +179,13 @@ def build_parser():
         description="Train one stage. Any further --<name> <value> is a transformers TrainingArguments field "
         "(e.g. --learning_rate 1e-4 --report_to tensorboard); it overrides the config's 'training' section.",
     )
-    train.add_argument("stage", choices=["radcare", "vlci", "trrg-contrastive", "trrg"], help="the training stage")
+    train.add_argument("stage", choices=["backbone", "radcare", "vlci", "trrg-contrastive", "trrg"], help="the training stage")
     train.add_argument("--config", required=True, help="a model preset name (e.g. iu-xray, tiny) or a YAML config file")
     train.add_argument("--data", required=True, help="the annotation.json (train split; val for evaluation)")
     train.add_argument("--images", required=True, help="the image root the annotation's paths are relative to")
     train.add_argument("--output", required=True, help="the run folder: checkpoints, then the final model folder")
     train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output")
-    train.add_argument("--init", help="a model folder of the previous stage to start from (e.g. RadCARE for vlci)")
+    train.add_argument("--init", help="a model folder of the previous stage to start from (vlci: RadCARE or backbone)")
     train.set_defaults(handler=_train, passes_unknown_args=True)
 
     demo = commands.add_parser(

@@ -179,3 +179,26 @@ def test_backbone_loads_from_a_local_checkpoint(tmp_path):
     model.load_backbone_weights(tmp_path)
     loaded = model.encoder.embeddings.backbone.state_dict()
     assert all(torch.equal(loaded[name], tensor) for name, tensor in backbone.state_dict().items())
+
+
+def test_frozen_backbone_stays_as_loaded_through_training_and_reloading(studies, tmp_path):
+    labels = torch.tensor([[1, 5, 6, 2]] * 3)
+
+    def train_step(model):
+        model.train()
+        backbone = model.encoder.embeddings.backbone
+        assert not backbone.training and model.encoder.training  # BatchNorm keeps its running statistics
+        before = {name: tensor.clone() for name, tensor in backbone.state_dict().items()}
+        # All parameters, as a plain optimizer would take them: the backbone must get no gradient.
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        model(pixel_values=studies[0], pixel_mask=studies[1], labels=labels).loss.backward()
+        optimizer.step()
+        assert all(p.grad is None and not p.requires_grad for p in backbone.parameters())
+        assert all(torch.equal(before[name], tensor) for name, tensor in backbone.state_dict().items())
+        assert model.lm_head.weight.grad is not None
+
+    torch.manual_seed(0)
+    model = CmcrlForConditionalGeneration(tiny_config(freeze_backbone=True))
+    train_step(model)
+    model.save_pretrained(tmp_path)
+    train_step(CmcrlForConditionalGeneration.from_pretrained(tmp_path))

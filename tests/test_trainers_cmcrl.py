@@ -158,24 +158,30 @@ def weights(folder):
     return load_file(folder / "model.safetensors")
 
 
+VLCI_NO_EVAL = {"eval_strategy": "no", "load_best_model_at_end": False, "learning_rate": 1e-3}
+
+
 @pytest.mark.parametrize(
-    "stage, training",
+    "stage, training, sections",
     [
-        (radcare, {"gradient_accumulation_steps": 2, "per_device_train_batch_size": 2}),
-        (vlci, {"eval_strategy": "no", "load_best_model_at_end": False, "learning_rate": 1e-3}),
+        (radcare, {"gradient_accumulation_steps": 2, "per_device_train_batch_size": 2}, {}),
+        (vlci, VLCI_NO_EVAL, {}),
+        # Balanced draws over more than one epoch: the sampler must replay each epoch's draw on resume.
+        (vlci, {**VLCI_NO_EVAL, "max_steps": 8, "save_steps": 4}, {"data": {"balance_power": 1.0}}),
     ],
-    ids=["radcare", "vlci"],
+    ids=["radcare", "vlci", "vlci-balanced"],
 )
-def test_resume_after_interruption_gives_the_same_weights(stage, training, phantom, tmp_path):
-    config = write_config(tmp_path, training)
+def test_resume_after_interruption_gives_the_same_weights(stage, training, sections, phantom, tmp_path):
+    config = write_config(tmp_path, training, **sections)
     straight = stage.run(config, phantom[0], phantom[1], tmp_path / "straight")
 
     trainer, checkpoint, _ = stage.build_trainer(config, phantom[0], phantom[1], tmp_path / "interrupted")
     # The ModelFolderCallback (which writes the card) runs first, so the checkpoint is complete when it stops.
-    trainer.add_callback(InterruptAfterSave(2))
+    stop = training.get("save_steps", 2)
+    trainer.add_callback(InterruptAfterSave(stop))
     with pytest.raises(Interrupt):
         trainer.train(resume_from_checkpoint=checkpoint)
-    assert not (tmp_path / "interrupted" / "checkpoint-4").exists()
+    assert not (tmp_path / "interrupted" / f"checkpoint-{2 * stop}").exists()
     with pytest.raises(ValueError, match="--resume"):
         stage.run(config, phantom[0], phantom[1], tmp_path / "interrupted")
     resumed = stage.run(config, phantom[0], phantom[1], tmp_path / "interrupted", resume=True)
@@ -183,7 +189,7 @@ def test_resume_after_interruption_gives_the_same_weights(stage, training, phant
     expected, actual = weights(straight), weights(resumed)
     assert expected.keys() == actual.keys()
     assert all(torch.equal(expected[name], actual[name]) for name in expected)
-    before = weights(tmp_path / "interrupted" / "checkpoint-2")
+    before = weights(tmp_path / "interrupted" / f"checkpoint-{stop}")
     assert not all(torch.equal(before[name], actual[name]) for name in expected)  # the resumed steps did train
 
 
@@ -242,3 +248,50 @@ def test_split_views_and_task_schedule(phantom):
     assert "v2v" not in draws and draws.count("t2t") / len(draws) == pytest.approx(0.5, abs=0.06)
     with pytest.raises(ValueError, match="non-negative"):
         TaskSchedule(PRETRAINING_TASKS, [1, -1, 0, 0], seed=0)
+
+
+def test_backbone_warm_up_then_vlci_keeps_the_frozen_backbone(phantom, tmp_path):
+    """`cxrgen train backbone` trains the CMCRL backbone as an observation classifier; VLCI started from it with
+    freeze_backbone and balanced sampling ends with exactly those backbone tensors (BatchNorm statistics included)."""
+    from transformers import AutoModelForImageClassification
+
+    from cxrgen.labels import CHEXPERT_OBSERVATIONS
+
+    backbone_dir = tmp_path / "backbone"
+    config = write_config(tmp_path, {"eval_strategy": "steps", "eval_steps": 2}, data={"augment": False})
+    code = main(["train", "backbone", "--config", str(config), "--data", str(phantom[0]), "--images", str(phantom[1]),
+                 "--output", str(backbone_dir)])
+    assert code == 0
+    classifier = AutoModelForImageClassification.from_pretrained(backbone_dir)
+    assert classifier.config.problem_type == "multi_label_classification"
+    assert list(classifier.config.id2label.values()) == list(CHEXPERT_OBSERVATIONS)
+    assert not (backbone_dir / "training_args.bin").exists() and (backbone_dir / "preprocessor_config.json").is_file()
+    card = (backbone_dir / "README.md").read_text()
+    assert "Not for clinical decisions" in card and "macro_f1" in card and "phantom" in card
+
+    (tmp_path / "vlci").mkdir()
+    vlci_config = write_config(
+        tmp_path / "vlci", {"eval_strategy": "no", "load_best_model_at_end": False, "learning_rate": 1e-2},
+        model={"freeze_backbone": True}, data={"balance_power": 1.0},
+    )
+    output = vlci.run(vlci_config, phantom[0], phantom[1], tmp_path / "vlci" / "run", init=backbone_dir)
+    trained = weights(output)
+    loaded = {name.removeprefix("resnet."): tensor for name, tensor in weights(backbone_dir).items()}
+    prefix = "encoder.embeddings.backbone."
+    backbone_names = [name for name in trained if name.startswith(prefix)]
+    assert backbone_names and any("running_mean" in name for name in backbone_names)
+    assert all(torch.equal(trained[name], loaded[name[len(prefix):]]) for name in backbone_names)
+    model = AutoModel.from_pretrained(output)
+    assert model.config.freeze_backbone and not any(p.requires_grad for p in model.encoder.embeddings.backbone.parameters())
+    assert "vision backbone (frozen) from backbone" in (output / "README.md").read_text()
+    with pytest.raises(ValueError, match="no config.json"):
+        vlci.build_trainer(vlci_config, phantom[0], phantom[1], tmp_path / "other", init=tmp_path)
+
+
+def test_balanced_sampling_option_is_checked(phantom, tmp_path):
+    config = write_config(tmp_path, VLCI_NO_EVAL, data={"balance_power": -1})
+    with pytest.raises(ValueError, match="data.balance_power must be a number >= 0"):
+        vlci.build_trainer(config, phantom[0], phantom[1], tmp_path / "out")
+    config = write_config(tmp_path, VLCI_NO_EVAL, data={"balance_power": 1})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['balance_power'\] in 'data'"):
+        radcare.build_trainer(config, phantom[0], phantom[1], tmp_path / "out")

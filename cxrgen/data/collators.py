@@ -15,17 +15,19 @@ import zlib
 import numpy as np
 import torch
 
+from cxrgen.labels import binarize
+
 
 def _batch_generator(seed, rows):
     key = f"{seed}:" + "\x1f".join(str(row["id"]) for row in rows)
     return torch.Generator().manual_seed(zlib.crc32(key.encode("utf-8")))
 
 
-def _check_rows(rows):
+def _check_rows(rows, fields=("id", "images", "report")):
     for index, row in enumerate(rows):
-        for field in ("id", "images", "report"):
+        for field in fields:
             if field not in row:
-                raise ValueError(f"Batch row {index}: missing field {field!r}; expected rows with id, images and report.")
+                raise ValueError(f"Batch row {index}: missing field {field!r}; expected rows with {', '.join(fields)}.")
         if not row["images"]:
             raise ValueError(f"Batch row {index} (id {row['id']!r}): 'images' is empty; expected at least one view.")
 
@@ -85,21 +87,39 @@ class PretrainingCollator(StudyCollator):
         return batch
 
 
+class ObservationCollator(StudyCollator):
+    """Rows of single-view samples (:func:`split_views`) -> ``pixel_values`` (B, 3, H, W) and float ``labels``
+    (B, 14), 1 for the positive observations of the view's study. ``image_processor`` is a ``CxrImageProcessor``;
+    ``augment_seed`` as in :class:`StudyCollator`."""
+
+    def __init__(self, image_processor, augment_seed=None):
+        super().__init__(image_processor, num_views=1, augment_seed=augment_seed)
+
+    def __call__(self, rows):
+        _check_rows(rows, ("id", "images", "labels"))
+        pixels = self.processor(images=[row["images"] for row in rows], num_views=1, **self._image_kwargs(rows))
+        labels = torch.tensor([binarize(row["labels"]) for row in rows], dtype=torch.float32)
+        return {"pixel_values": pixels["pixel_values"][:, 0], "labels": labels}
+
+
 def split_views(dataset):
-    """One row per view: a study ``id`` with V views becomes rows ``id#0`` .. ``id#{V-1}``, each with one image and
-    the study's report (other columns are dropped). Images stay undecoded while splitting, so nothing is re-encoded."""
+    """One row per view: a study ``id`` with V views becomes rows ``id#0`` .. ``id#{V-1}``, each with one image, the
+    study's report and its ``labels`` when the dataset has them (other columns are dropped). Images stay undecoded
+    while splitting, so nothing is re-encoded."""
     import datasets
 
     image_feature = dataset.features["images"]
     undecoded = dataset.cast_column("images", datasets.List(datasets.Image(decode=False)))
+    carried = [name for name in ("report", "labels") if name in dataset.column_names]
 
     def explode(batch):
-        rows = {"id": [], "images": [], "report": []}
-        for study_id, views, report in zip(batch["id"], batch["images"], batch["report"]):
+        rows = {name: [] for name in ("id", "images", *carried)}
+        for position, (study_id, views) in enumerate(zip(batch["id"], batch["images"])):
             for index, view in enumerate(views):
                 rows["id"].append(f"{study_id}#{index}")
                 rows["images"].append([view])
-                rows["report"].append(report)
+                for name in carried:
+                    rows[name].append(batch[name][position])
         return rows
 
     split = undecoded.map(explode, batched=True, remove_columns=undecoded.column_names)

@@ -11,7 +11,8 @@ Every stage module named in :data:`STAGES` exposes::
 - ``data``: an R2Gen ``annotation.json``; ``images``: the root its image paths are relative to;
 - ``output``: the run folder; it receives the ``checkpoint-<step>`` folders and, at the end, the final model;
 - ``resume``: continue from the latest ``checkpoint-<step>`` in ``output`` (same config, data and arguments);
-- ``init``: a model folder of the previous stage to start from (RadCARE for VLCI, TRRG stage 1 for TRRG);
+- ``init``: a model folder of the previous stage to start from (RadCARE or a backbone folder for VLCI, TRRG stage 1
+  for TRRG);
 - ``trainer_args``: Trainer arguments as command-line strings, e.g. ``["--learning_rate", "1e-4",
   "--report_to", "tensorboard"]`` (see :func:`build_training_args`).
 
@@ -25,7 +26,7 @@ Every top-level key is optional; unknown keys are an error::
     preset: tiny            # model preset of the stage's method (CMCRL: iu-xray | mimic-cxr | tiny)
     model: {...}            # model config overrides, e.g. {hidden_size: 64, dropout: 0.2}
     processor: {...}        # how a new processor is built: CMCRL {min_frequency: 3, cleaning_style: iu}
-    data: {...}             # data options: CMCRL {augment: true}
+    data: {...}             # data options: CMCRL {augment: true}; VLCI also {balance_power: 0}
     training: {...}         # TrainingArguments fields (Seq2SeqTrainingArguments for generation stages)
     card: {...}             # model card: model_name, repo_id, dataset_name, dataset_id, phantom_data
 
@@ -52,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 # Stage name -> module exposing `run` (the TRRG modules are cxrgen/trainers/trrg_contrastive.py and trrg.py).
 STAGES = {
+    "backbone": "cxrgen.trainers.backbone",
     "radcare": "cxrgen.trainers.radcare",
     "vlci": "cxrgen.trainers.vlci",
     "trrg-contrastive": "cxrgen.trainers.trrg_contrastive",
@@ -223,12 +225,18 @@ def cmcrl_config_and_processor(stage_config, default_preset, train_reports, proc
     return config, processor
 
 
-def data_options(stage_config):
+def data_options(stage_config, balance=False):
     """The YAML ``data`` options of the CMCRL stages: ``augment`` (default true) applies the image processor's
-    train-time augmentation (random crop and flip, deterministic per batch) to the training data only."""
-    options = {"augment": True, **stage_config.section("data", ("augment",))}
+    train-time augmentation (random crop and flip, deterministic per batch) to the training data only; with
+    ``balance`` (stages that sample studies), ``balance_power`` (default 0: off) samples training studies by the
+    rarity of their positive observations (:func:`cxrgen.data.sampling.observation_balance_weights`)."""
+    allowed = ("augment", "balance_power") if balance else ("augment",)
+    options = {"augment": True, "balance_power": 0.0, **stage_config.section("data", allowed)}
     if not isinstance(options["augment"], bool):
         raise ValueError(f"{stage_config.source}: data.augment must be true or false, got {options['augment']!r}.")
+    power = options["balance_power"]
+    if isinstance(power, bool) or not isinstance(power, (int, float)) or power < 0:
+        raise ValueError(f"{stage_config.source}: data.balance_power must be a number >= 0, got {power!r}.")
     return options
 
 

@@ -9,7 +9,12 @@ recall|f1>``; ``metric_for_best_model`` (default ``bleu_4``, e.g. ``ce_macro_f1`
 loaded at the end and saved as the final model.
 
 ``init`` starts from a RadCARE folder (``CmcrlForConditionalGeneration.from_pretraining``): its processor (and so its
-vocabulary) is reused, and the transfer report (copied / fresh / unused tensors) is logged and put on the card.
+vocabulary) is reused, and the transfer report (copied / fresh / unused tensors) is logged and put on the card. Any
+other model folder is taken as vision backbone weights (``load_backbone_weights``; e.g. from ``cxrgen train
+backbone`` or a local ResNet), and the rest of the model starts fresh.
+
+``data: {balance_power: p}`` draws training studies by the rarity of their positive observations
+(:func:`cxrgen.data.sampling.observation_balance_weights`; 0, the default, draws them uniformly).
 
 Defaults (the reference's fine-tuning config): lr 1e-5 held constant, weight decay 5e-5, 10 epochs, batch 16,
 evaluation and a checkpoint per epoch. The reference uses Adam with AMSGrad (L2 weight decay) and clips gradients
@@ -17,6 +22,7 @@ by value at 0.1; here it is the Trainer's AdamW (decoupled weight decay) and gra
 (``max_grad_norm``, 1.0).
 """
 
+import json
 import logging
 from pathlib import Path
 
@@ -24,6 +30,7 @@ from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 
 from cxrgen.data.annotation import read_annotation
 from cxrgen.data.collators import StudyCollator
+from cxrgen.data.sampling import WeightedEpochSampler, observation_balance_weights
 from cxrgen.evaluation.report import reference_reports
 from cxrgen.trainers.common import (
     ModelFolderCallback,
@@ -65,11 +72,18 @@ TRAINING_DEFAULTS = {
 
 class VlciTrainer(Seq2SeqTrainer):
     """A Seq2SeqTrainer that collates the training set with ``train_data_collator`` (with augmentation) and the
-    evaluation sets with ``data_collator`` (without)."""
+    evaluation sets with ``data_collator`` (without), and draws training studies by ``train_sample_weights`` when
+    given (:class:`cxrgen.data.sampling.WeightedEpochSampler`)."""
 
-    def __init__(self, *args, train_data_collator=None, **kwargs):
+    def __init__(self, *args, train_data_collator=None, train_sample_weights=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.train_data_collator = train_data_collator
+        self.train_sample_weights = train_sample_weights
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.train_sample_weights is None:
+            return super()._get_train_sampler(train_dataset)
+        return WeightedEpochSampler(self.train_sample_weights, seed=self.args.seed)
 
     def get_train_dataloader(self):
         if self.train_data_collator is None:
@@ -88,6 +102,17 @@ class VlciTrainer(Seq2SeqTrainer):
         return super().evaluation_loop(*args, **kwargs)
 
 
+def _is_cmcrl_folder(folder):
+    """Whether ``folder`` holds a CMCRL model (a RadCARE folder) rather than a vision backbone."""
+    config = Path(folder) / "config.json"
+    if not config.is_file():
+        raise ValueError(f"--init {folder}: no config.json; expected a RadCARE model folder or a vision backbone folder.")
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("model_type") == "cmcrl"
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"--init {folder}: cannot read config.json ({error}).") from error
+
+
 def build_trainer(config, data, images, output, resume=False, init=None, trainer_args=()):
     """The VLCI Trainer of a run, the checkpoint to resume from (None for a fresh run) and the card info; see
     :func:`run`."""
@@ -97,8 +122,9 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
     annotation = read_annotation(data)
     checkpoint = resume_checkpoint(output, resume)
     train = load_split(annotation, images, "train")
+    from_radcare = init is not None and _is_cmcrl_folder(init)
     model_config, processor = cmcrl_config_and_processor(
-        stage_config, DEFAULT_PRESET, train["report"], checkpoint if checkpoint is not None else init
+        stage_config, DEFAULT_PRESET, train["report"], checkpoint if checkpoint is not None else (init if from_radcare else None)
     )
     defaults = {
         **TRAINING_DEFAULTS,
@@ -109,23 +135,28 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
         output, defaults, stage_config.training, trainer_args, args_class=Seq2SeqTrainingArguments, source=stage_config.source
     )
     check_best_metric(args)
-    options = data_options(stage_config)
+    options = data_options(stage_config, balance=True)
     evaluating = str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no"
     val = load_split(annotation, images, "val", required=evaluating) if evaluating else None
 
     set_seed(args.seed)
     initialization = None
-    if init is not None:
+    if from_radcare:
         model, transfer = CmcrlForConditionalGeneration.from_pretraining(init, config=model_config)
         initialization = f"RadCARE checkpoint {Path(init).name}: {transfer.summary()}"
         logger.info("VLCI --init %s: %s; fresh: %s; unused: %s", init, transfer.summary(), transfer.fresh, transfer.unused)
     else:
         model = CmcrlForConditionalGeneration(model_config)
+        if init is not None:
+            model.load_backbone_weights(init)
+            frozen = " (frozen)" if model_config.freeze_backbone else ""
+            initialization = f"vision backbone{frozen} from {Path(init).name}; the rest of the model starts fresh"
 
     setup = training_setup(stage_config, args, annotation, data, **{
         "best model metric": args.metric_for_best_model if args.load_best_model_at_end else "last checkpoint",
         "evaluation beams": args.generation_num_beams,
         "augmentation": options["augment"],
+        "observation-balanced sampling (power)": options["balance_power"] or "off",
     })
     info = card_info(
         stage_config, annotation, data, output, "cmcrl", "VLCI fine-tuning", setup, initialization=initialization,
@@ -143,6 +174,9 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
         data_collator=StudyCollator(processor, num_views=model_config.num_views),
         train_data_collator=StudyCollator(
             processor, num_views=model_config.num_views, augment_seed=args.seed if options["augment"] else None
+        ),
+        train_sample_weights=(
+            observation_balance_weights(list(train["labels"]), options["balance_power"]) if options["balance_power"] else None
         ),
         processing_class=processor,
         compute_metrics=report_metrics(processor, reference_reports(processor, val["report"])) if val is not None else None,

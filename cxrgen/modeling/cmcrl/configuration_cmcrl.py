@@ -91,7 +91,9 @@ class CmcrlConfig(PreTrainedConfig):
 
     Vision: `backbone_config` is any transformers backbone config (built with `AutoBackbone`, randomly
     initialised); its last feature map must have stride `backbone_stride`, so the token grid is
-    `image_size // backbone_stride` on each side. Studies have up to `num_views` images.
+    `image_size // backbone_stride` on each side. Studies have up to `num_views` images. `freeze_backbone`
+    keeps the backbone as loaded (e.g. by `load_backbone_weights`): no gradients, and its BatchNorm layers stay in
+    eval mode during training.
 
     VLCI: `use_vdm` / `use_ldm` switch the visual / linguistic deconfounding modules; `local_top_k` patches are
     taken per attention head from the attention rollout; the global sampler pools the grid by 2 and runs
@@ -130,6 +132,7 @@ class CmcrlConfig(PreTrainedConfig):
     backbone_stride: int = 16
     num_views: int = 2
     use_view_embeddings: bool = True
+    freeze_backbone: bool = False
 
     use_vdm: bool = True
     use_ldm: bool = True

@@ -322,11 +322,22 @@ class CmcrlVisionEmbeddings(nn.Module):
         super().__init__()
         self.config = config
         self.backbone = AutoBackbone.from_config(config.backbone_config)
+        if config.freeze_backbone:
+            self.backbone.requires_grad_(False)
         self.proj = nn.Linear(self.backbone.channels[-1], config.hidden_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.view_embeddings = nn.Embedding(config.num_views, config.hidden_size) if config.use_view_embeddings else None
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
+
+    def train(self, mode: bool = True):
+        # A frozen backbone keeps its BatchNorm running statistics: batch statistics would make training and
+        # inference see different features.
+        super().train(mode)
+        if self.config.freeze_backbone:
+            self.backbone.eval()
+            self.backbone.requires_grad_(False)
+        return self
 
     def position_encoding(self, num_views: int, device) -> torch.Tensor:
         """(1 + V*G*G, D): zero for CLS, the same grid encoding for every view."""
@@ -340,7 +351,9 @@ class CmcrlVisionEmbeddings(nn.Module):
         if pixel_values.shape[-2:] != (size, size):
             raise ValueError(f"pixel_values: expected images of {size}x{size} pixels, got {tuple(pixel_values.shape[-2:])}")
         real = pixel_mask.reshape(-1)
-        features = self.backbone(pixel_values.reshape(-1, *pixel_values.shape[2:])[real]).feature_maps[-1]
+        # A frozen backbone runs without autograd: from_pretrained re-creates parameters with requires_grad=True.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_backbone):
+            features = self.backbone(pixel_values.reshape(-1, *pixel_values.shape[2:])[real]).feature_maps[-1]
         if features.shape[-2:] != (grid, grid):
             raise ValueError(
                 f"backbone_config: the backbone gives a {tuple(features.shape[-2:])} grid at {size} px, but "
