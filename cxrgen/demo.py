@@ -2,7 +2,8 @@
 
 1. Build the phantom benchmark (``source="auto"``: the real IU-Xray report texts when the NLM archive is installed,
    with phantoms rendered from the labels the project's labeler gives each report; else synthetic reports).
-2. Train a small CMCRL with the VLCI trainer (``cxrgen.trainers.vlci``).
+2. Train a small CMCRL: its ResNet first as a classifier of the 14 observations (``cxrgen.trainers.backbone``),
+   then VLCI (``cxrgen.trainers.vlci``) with that backbone frozen and studies drawn by the rarity of their findings.
 3. Evaluate it on the test split (``cxrgen.evaluation.report.evaluate_model``) next to two baselines: the most
    frequent training report, and the training report of the nearest training study by image pixels.
 4. Print and save the metric table of the three systems, save the model folder with its card (phantom data
