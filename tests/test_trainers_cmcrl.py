@@ -16,7 +16,7 @@ from cxrgen.data.collators import TaskSchedule, split_views
 from cxrgen.data.phantom_benchmark import build_phantom_benchmark
 from cxrgen.modeling.cmcrl import PRETRAINING_TASKS, CmcrlForConditionalGeneration, CmcrlForPreTraining
 from cxrgen.processing.processing_cmcrl import CmcrlProcessor
-from cxrgen.trainers import common, radcare, vlci
+from cxrgen.trainers import backbone, common, radcare, vlci
 
 torch.set_num_threads(1)
 
@@ -168,8 +168,9 @@ VLCI_NO_EVAL = {"eval_strategy": "no", "load_best_model_at_end": False, "learnin
         (vlci, VLCI_NO_EVAL, {}),
         # Balanced draws over more than one epoch: the sampler must replay each epoch's draw on resume.
         (vlci, {**VLCI_NO_EVAL, "max_steps": 8, "save_steps": 4}, {"data": {"balance_power": 1.0}}),
+        (backbone, {"eval_strategy": "no", "load_best_model_at_end": False}, {}),
     ],
-    ids=["radcare", "vlci", "vlci-balanced"],
+    ids=["radcare", "vlci", "vlci-balanced", "backbone"],
 )
 def test_resume_after_interruption_gives_the_same_weights(stage, training, sections, phantom, tmp_path):
     config = write_config(tmp_path, training, **sections)

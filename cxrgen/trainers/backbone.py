@@ -16,7 +16,6 @@ Config: the CMCRL ``preset`` and ``model`` overrides (only ``image_size`` and ``
 """
 
 import logging
-from pathlib import Path
 
 import torch
 from transformers import AutoModelForImageClassification, Trainer, set_seed
@@ -31,6 +30,7 @@ from cxrgen.trainers.common import (
     load_split,
     load_stage_config,
     resume_checkpoint,
+    save_final_model,
     training_setup,
 )
 
@@ -120,16 +120,18 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
     return trainer, checkpoint, info
 
 
-def _write_card(output, info, metrics):
+def _write_card(output, info, log_history, step):
     from huggingface_hub import ModelCard, ModelCardData
 
+    evaluation = next((entry for entry in log_history if entry.get("step") == step and "eval_macro_f1" in entry), {})
+    metrics = {key[5:]: evaluation[key] for key in ("eval_macro_f1", "eval_micro_f1") if key in evaluation}
     data = ModelCardData(
         library_name="transformers",
         pipeline_tag="image-classification",
         tags=["chest-x-ray", "medical", "cxrgen", "vision-backbone"],
         datasets=[info.dataset_id],
     )
-    results = "\n".join(f"- {name}: {value:.4f}" for name, value in (metrics or {}).items()) or "- not evaluated"
+    results = "\n".join(f"- {name}: {value:.4f}" for name, value in metrics.items()) or "- not evaluated"
     setup = "\n".join(f"- {key}: {value}" for key, value in info.training_setup.items())
     text = f"""---
 {data.to_yaml()}
@@ -160,17 +162,7 @@ def run(config, data, images, output, resume=False, init=None, trainer_args=()):
     ``output`` (see cxrgen.trainers.common for the arguments)."""
     trainer, checkpoint, info = build_trainer(config, data, images, output, resume, init, trainer_args)
     trainer.train(resume_from_checkpoint=checkpoint)
-    output = Path(output)
-    trainer.save_model(str(output))
-    if trainer.is_world_process_zero():
-        (output / "training_args.bin").unlink(missing_ok=True)
-        state = trainer.state
-        step = state.global_step
-        if state.best_model_checkpoint is not None and trainer.args.load_best_model_at_end:
-            step = int(Path(state.best_model_checkpoint).name.split("-")[-1])
-        evaluation = next((entry for entry in state.log_history if entry.get("step") == step and "eval_macro_f1" in entry), {})
-        _write_card(output, info, {key[5:]: evaluation[key] for key in ("eval_macro_f1", "eval_micro_f1") if key in evaluation})
-    return output
+    return save_final_model(trainer, output, info, write_card=_write_card)
 
 
 __all__ = ["build_trainer", "observation_f1", "run"]

@@ -493,9 +493,12 @@ def check_model_folder(folder):
         raise ValueError(f"{folder} is not a complete model folder: missing {missing}.")
 
 
-def save_final_model(trainer, output, info):
+def save_final_model(trainer, output, info, write_card=None):
     """Save the trained model (the best checkpoint's weights when ``load_best_model_at_end``) with its processor,
-    remote code, trainer state and card into ``output``; the card reports the evaluation metrics of that model."""
+    remote code, trainer state and card into ``output``; the card reports the evaluation metrics of that model.
+
+    ``write_card(output, info, log_history, step)`` replaces the report-generation card (and its folder check) for
+    stages whose folder is not a report generator."""
     output = Path(output)
     trainer.save_model(str(output))
     trainer.save_state()
@@ -507,8 +510,11 @@ def save_final_model(trainer, output, info):
         step = state.global_step
         if state.best_model_checkpoint is not None and trainer.args.load_best_model_at_end:
             step = int(Path(state.best_model_checkpoint).name.split("-")[-1])
-        check_model_folder(output)
-        write_model_card(output, info, _eval_metrics(state.log_history, step))
+        if write_card is not None:
+            write_card(output, info, state.log_history, step)
+        else:
+            check_model_folder(output)
+            write_model_card(output, info, _eval_metrics(state.log_history, step))
     return output
 
 
