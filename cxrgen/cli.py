@@ -196,7 +196,7 @@ def build_parser():
     demo.add_argument("--source", choices=["auto", "iu", "synthetic"], default="auto", help="report text of the phantoms")
     demo.add_argument("--image-size", type=int, help="phantom and model image size (default: the method's demo setting)")
     demo.add_argument("--max-studies", type=int, help="use at most this many studies (default: all)")
-    demo.add_argument("--max-steps", type=int, help="training steps (default: the method's demo setting)")
+    demo.add_argument("--max-steps", type=int, help="training steps (TRRG: of each stage; default: the method's demo setting)")
     demo.add_argument("--num-beams", type=int, help="beams for the model's reports (default: the demo setting)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(handler=_demo)

@@ -78,6 +78,18 @@ CMCRL_DEMO = {
         "max_position_embeddings": 128,
     },
 }
+# The demo's TRRG: the `tiny` presets of both stages (a Swin tower of 64 px, a 2-layer Llama-style LLM of width 64 with
+# the report vocabulary, disease clues from the stage-1 zero-shot head); stage 1 then stage 2, 800 steps each.
+TRRG_DEMO = {
+    "image_size": 64,
+    "contrastive_steps": 800,
+    "contrastive_batch_size": 32,
+    "max_steps": 800,
+    "num_beams": 1,
+    "batch_size": 16,
+    "model": {},
+}
+DEMO_SETTINGS = {"cmcrl": CMCRL_DEMO, "trrg": TRRG_DEMO}
 SYSTEM_NAMES = {"cmcrl": "CMCRL (trained)", "trrg": "TRRG (trained)"}
 BASELINE_NAMES = ("most frequent report", "nearest neighbour (pixels)")
 
@@ -98,16 +110,20 @@ def run_demo(
 ):
     """Run the demo into ``output_dir`` (which must be new or empty) and return its summary dict.
 
-    Arguments left as None take the method's demo setting (:data:`CMCRL_DEMO`); ``model_overrides`` replace entries
-    of its model config (e.g. for a smaller smoke run). ``echo`` receives the lines printed for the user.
+    ``method`` is "cmcrl" or "trrg". Arguments left as None take the method's demo setting (:data:`CMCRL_DEMO`,
+    :data:`TRRG_DEMO`); ``model_overrides`` replace entries of its model config (e.g. for a smaller smoke run).
+    ``echo`` receives the lines printed for the user.
     """
-    if method != "cmcrl":
-        raise ValueError(f"The demo trains 'cmcrl'; {method!r} is not available in the demo yet.")
+    if method not in DEMO_SETTINGS:
+        raise ValueError(f"The demo trains one of {sorted(DEMO_SETTINGS)}, not {method!r}.")
     started = time.perf_counter()
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()):
         raise ValueError(f"{output_dir} is not empty: choose a new --output folder (the demo never mixes runs).")
-    settings = _settings(CMCRL_DEMO, image_size, max_steps, num_beams, batch_size, model_overrides)
+    settings = _settings(DEMO_SETTINGS[method], image_size, max_steps, num_beams, batch_size, model_overrides)
+    if method == "trrg" and settings["image_size"] != TRRG_DEMO["image_size"]:
+        raise ValueError(f"image-size: the TRRG demo's Swin tower (the `tiny` preset) takes {TRRG_DEMO['image_size']} px "
+                         f"images, got {settings['image_size']}.")
     if source == "auto":
         source = "iu" if find_nlm_reports_archive() is not None else "synthetic"
     timings = {}
@@ -123,11 +139,16 @@ def run_demo(
     timings["build data"] = time.perf_counter() - started
     echo("      " + ", ".join(f"{split} {len(entries)}" for split, entries in annotation.items()) + " studies")
 
-    echo(f"[2/4] Training a small CMCRL: backbone warm-up ({settings['backbone_epochs']} epochs), then VLCI "
-         f"({settings['max_steps']} steps) ...")
     mark = time.perf_counter()
     model_dir = output_dir / "model"
-    _train_cmcrl(annotation_path, image_root, output_dir / "backbone", model_dir, settings, source, seed)
+    if method == "cmcrl":
+        echo(f"[2/4] Training a small CMCRL: backbone warm-up ({settings['backbone_epochs']} epochs), then VLCI "
+             f"({settings['max_steps']} steps) ...")
+        _train_cmcrl(annotation_path, image_root, output_dir / "backbone", model_dir, settings, source, seed)
+    else:
+        echo(f"[2/4] Training a small TRRG: contrastive stage 1 ({settings['contrastive_steps']} steps), then stage 2 "
+             f"({settings['max_steps']} steps) ...")
+        _train_trrg(annotation_path, image_root, output_dir / "contrastive", model_dir, settings, source, seed)
     timings["train"] = time.perf_counter() - mark
 
     echo("[3/4] Evaluating on the test split ...")
@@ -183,20 +204,21 @@ def _settings(defaults, image_size, max_steps, num_beams, batch_size, model_over
     for key in given:
         if not isinstance(settings[key], int) or settings[key] < 1:
             raise ValueError(f"{key.replace('_', '-')} must be a positive integer, got {settings[key]!r}.")
-    settings["model"] = {**defaults["model"], **(model_overrides or {}), "image_size": settings["image_size"]}
+    if max_steps is not None and "contrastive_steps" in settings:
+        settings["contrastive_steps"] = max_steps  # TRRG: the same number of steps for both stages
+    settings["model"] = {**defaults["model"], **(model_overrides or {})}
     return settings
 
 
 def _train_cmcrl(annotation_path, image_root, backbone_dir, model_dir, settings, source, seed):
     from cxrgen.trainers import backbone, vlci
 
-    # Random crops of 64 px phantoms shift findings by several pixels; a few epochs do not overfit anyway.
-    common = {"report_to": "none", "use_cpu": True, "seed": seed, "eval_strategy": "no", "save_strategy": "no",
-              "load_best_model_at_end": False, "logging_steps": 50}
+    common = _trainer_settings(seed)
+    model = {**settings["model"], "image_size": settings["image_size"]}
     backbone.run(
         {
             "preset": "tiny",
-            "model": settings["model"],
+            "model": model,
             "data": {"augment": False},
             "training": {
                 **common,
@@ -204,13 +226,13 @@ def _train_cmcrl(annotation_path, image_root, backbone_dir, model_dir, settings,
                 "per_device_train_batch_size": settings["backbone_batch_size"],
                 "learning_rate": settings["backbone_learning_rate"],
             },
-            "card": {**_card_names(source), "model_name": "cxrgen demo CMCRL backbone (phantom radiographs)"},
+            "card": {**_card_names("cmcrl", source), "model_name": "cxrgen demo CMCRL backbone (phantom radiographs)"},
         },
         annotation_path, image_root, backbone_dir,
     )
     config = {
         "preset": "tiny",
-        "model": settings["model"],
+        "model": model,
         "processor": {"min_frequency": 3},
         "data": {"augment": False, "balance_power": settings["balance_power"]},
         "training": {
@@ -220,18 +242,52 @@ def _train_cmcrl(annotation_path, image_root, backbone_dir, model_dir, settings,
             "lr_scheduler_type": "linear",
             "warmup_steps": 30,
             "weight_decay": 0.01,
-            # The demo evaluates once, on the test split, after training; checkpoints would only cost time.
             **common,
         },
-        "card": _card_names(source),
+        "card": _card_names("cmcrl", source),
     }
     vlci.run(config, annotation_path, image_root, model_dir, init=backbone_dir)
 
 
-def _card_names(source):
+def _train_trrg(annotation_path, image_root, contrastive_dir, model_dir, settings, source, seed):
+    from cxrgen.trainers import trrg, trrg_contrastive
+
+    common = _trainer_settings(seed)
+    trrg_contrastive.run(
+        {
+            "preset": "tiny",
+            "processor": {"min_frequency": 3},
+            "training": {**common, "max_steps": settings["contrastive_steps"],
+                         "per_device_train_batch_size": settings["contrastive_batch_size"]},
+            "card": {**_card_names("trrg", source), "model_name": "cxrgen demo TRRG stage 1 (phantom radiographs)"},
+        },
+        annotation_path, image_root, contrastive_dir,
+    )
+    trrg.run(
+        {
+            "preset": "tiny",
+            "model": settings["model"],
+            "processor": {"min_frequency": 3},
+            "training": {**common, "max_steps": settings["max_steps"], "per_device_train_batch_size": settings["batch_size"],
+                         "generation_num_beams": settings["num_beams"]},
+            "card": _card_names("trrg", source),
+        },
+        annotation_path, image_root, model_dir, init=contrastive_dir,
+    )
+
+
+def _trainer_settings(seed):
+    # The demo evaluates once, on the test split, after training; checkpoints would only cost time. Random crops of
+    # 64 px phantoms shift findings by several pixels, so the CMCRL stages do not augment (the TRRG stages never do).
+    return {"report_to": "none", "use_cpu": True, "seed": seed, "eval_strategy": "no", "save_strategy": "no",
+            "load_best_model_at_end": False, "logging_steps": 50}
+
+
+def _card_names(method, source):
+    name = {"cmcrl": "CMCRL", "trrg": "TRRG"}[method]
     return {
-        "model_name": "cxrgen demo CMCRL (phantom radiographs)",
-        "repo_id": "your-username/cxrgen-demo-cmcrl",
+        "model_name": f"cxrgen demo {name} (phantom radiographs)",
+        "repo_id": f"your-username/cxrgen-demo-{method}",
         "dataset_name": f"cxrgen phantom benchmark ({'IU-Xray report texts' if source == 'iu' else 'synthetic reports'})",
         "dataset_id": f"cxrgen-phantom-{source}",
         "phantom_data": True,
@@ -263,7 +319,7 @@ def _write_card(model_dir, method, source, settings, metrics):
     from cxrgen.hub_cards import build_model_card, save_model_card
     from cxrgen.trainers.common import METRIC_NAMES, flatten_metrics
 
-    names = _card_names(source)
+    names = _card_names(method, source)
     card = build_model_card(
         model_dir,
         model_name=names["model_name"],
@@ -279,21 +335,33 @@ def _write_card(model_dir, method, source, settings, metrics):
             "clinical efficacy from the cxrgen rule-based labeler on both sides)"
         ),
         is_phantom_data=True,
-        training_setup={
-            "stage": "VLCI fine-tuning (no RadCARE pre-training), `cxrgen demo`",
-            "vision backbone": (
-                f"trained first as a classifier of the 14 observations of the training reports "
-                f"({settings['backbone_epochs']} epochs, lr {settings['backbone_learning_rate']}), then frozen"
-            ),
-            "image size": settings["image_size"],
-            "steps": settings["max_steps"],
-            "batch size": settings["batch_size"],
-            "learning rate": f"{settings['learning_rate']} (linear decay, 30 warm-up steps)",
-            "observation-balanced sampling (power)": settings["balance_power"],
-            "model": settings["model"],
-        },
+        training_setup=_training_setup(method, settings),
     )
     save_model_card(card, model_dir)
+
+
+def _training_setup(method, settings):
+    common = {"image size": settings["image_size"], "batch size": settings["batch_size"], "model": settings["model"]}
+    if method == "trrg":
+        return {
+            "stage": "TRRG stage 2 (clue-enhanced LLM fine-tuning), `cxrgen demo`",
+            "stage 1": f"disease-aware contrastive pre-training, {settings['contrastive_steps']} steps, batch "
+                       f"{settings['contrastive_batch_size']} (`tiny` preset)",
+            "steps": settings["max_steps"],
+            "learning rate": "the `tiny` preset's",
+            **common,
+        }
+    return {
+        "stage": "VLCI fine-tuning (no RadCARE pre-training), `cxrgen demo`",
+        "vision backbone": (
+            f"trained first as a classifier of the 14 observations of the training reports "
+            f"({settings['backbone_epochs']} epochs, lr {settings['backbone_learning_rate']}), then frozen"
+        ),
+        "steps": settings["max_steps"],
+        "learning rate": f"{settings['learning_rate']} (linear decay, 30 warm-up steps)",
+        "observation-balanced sampling (power)": settings["balance_power"],
+        **common,
+    }
 
 
 def per_observation_f1_table(results):

@@ -101,3 +101,25 @@ def test_demo_refuses_a_used_output_folder(demo, capsys):
     output, _, _ = demo
     assert main(["demo", "--output", str(output)]) == 2
     assert "is not empty" in capsys.readouterr().err
+
+
+def test_trrg_demo_trains_both_stages_and_saves_a_loadable_model(tmp_path, monkeypatch, capsys):
+    from cxrgen.modeling.trrg import TrrgForConditionalGeneration
+
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))
+    output = tmp_path / "run"
+    code = main(["demo", "--model", "trrg", "--output", str(output), "--source", "synthetic", "--max-studies", "40",
+                 "--max-steps", "3"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Training a small TRRG: contrastive stage 1 (3 steps), then stage 2 (3 steps)" in printed
+    summary = json.loads((output / "results.json").read_text())
+    assert list(summary["macro_ce_f1"]) == ["TRRG (trained)", *BASELINE_NAMES]
+    stage1 = json.loads((output / "contrastive" / "trainer_state.json").read_text())
+    assert stage1["global_step"] == 3
+    validate_model_folder(output / "model")
+    assert isinstance(AutoModel.from_pretrained(output / "model"), TrrgForConditionalGeneration)
+    card = ModelCard.load(output / "model" / "README.md")
+    assert "Research use only" in card.text and "disease-aware contrastive pre-training, 3 steps" in card.text
+    with pytest.raises(ValueError, match="takes 64 px images, got 32"):
+        run_demo(tmp_path / "other", method="trrg", image_size=32)
