@@ -296,3 +296,16 @@ def test_balanced_sampling_option_is_checked(phantom, tmp_path):
     config = write_config(tmp_path, VLCI_NO_EVAL, data={"balance_power": 1})
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['balance_power'\] in 'data'"):
         radcare.build_trainer(config, phantom[0], phantom[1], tmp_path / "out")
+
+
+def test_backbone_metrics_equal_scikit_learn():
+    from sklearn.metrics import f1_score
+    from transformers import EvalPrediction
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(50, 14, generator=generator)
+    labels = (torch.rand(50, 14, generator=generator) > 0.7).float()
+    scores = backbone.observation_f1(EvalPrediction(predictions=logits.numpy(), label_ids=labels.numpy()))
+    predicted = (logits > 0).numpy()
+    assert scores["macro_f1"] == pytest.approx(f1_score(labels.numpy(), predicted, average="macro", zero_division=0))
+    assert scores["micro_f1"] == pytest.approx(f1_score(labels.numpy(), predicted, average="micro", zero_division=0))

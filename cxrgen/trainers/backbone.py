@@ -22,6 +22,7 @@ from transformers import AutoModelForImageClassification, Trainer, set_seed
 
 from cxrgen.data.annotation import read_annotation
 from cxrgen.data.collators import ObservationCollator, split_views
+from cxrgen.evaluation.metrics import compute_ce_metrics
 from cxrgen.labels import CHEXPERT_OBSERVATIONS
 from cxrgen.trainers.common import (
     build_training_args,
@@ -57,22 +58,12 @@ TRAINING_DEFAULTS = {
 
 
 def observation_f1(eval_prediction):
-    """Macro and micro F1 of the 14 observations at probability 0.5 (``compute_metrics`` of the Trainer)."""
-    logits, labels = eval_prediction.predictions, eval_prediction.label_ids
-    predicted = torch.as_tensor(logits) > 0
-    truth = torch.as_tensor(labels) > 0.5
-    true_positive = (predicted & truth).sum(0).double()
-    false_positive = (predicted & ~truth).sum(0).double()
-    false_negative = (~predicted & truth).sum(0).double()
-
-    def f1(tp, fp, fn):
-        denominator = 2 * tp + fp + fn
-        return torch.where(denominator > 0, 2 * tp / denominator.clamp(min=1), torch.zeros_like(tp))
-
-    return {
-        "macro_f1": f1(true_positive, false_positive, false_negative).mean().item(),
-        "micro_f1": f1(true_positive.sum(), false_positive.sum(), false_negative.sum()).item(),
-    }
+    """Macro and micro F1 of the 14 observations at probability 0.5 (``compute_metrics`` of the Trainer), computed
+    as the clinical-efficacy scores of report generation are."""
+    predicted = (torch.as_tensor(eval_prediction.predictions) > 0).long().tolist()
+    truth = (torch.as_tensor(eval_prediction.label_ids) > 0.5).long().tolist()
+    scores = compute_ce_metrics(predicted, truth)
+    return {"macro_f1": scores["macro"]["f1"], "micro_f1": scores["micro"]["f1"]}
 
 
 def build_trainer(config, data, images, output, resume=False, init=None, trainer_args=()):
