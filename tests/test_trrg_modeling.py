@@ -220,3 +220,14 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
     checkpointed.backward()
     torch.testing.assert_close(checkpointed, plain)
     torch.testing.assert_close(model.model.projector.fc1.weight.grad, expected)
+
+
+def test_zero_shot_head_stays_frozen_after_reloading(tmp_path):
+    model = make_model()
+    assert model.config.freeze_zero_shot_head
+    model.save_pretrained(tmp_path)
+    reloaded = TrrgForConditionalGeneration.from_pretrained(tmp_path)
+    for candidate in (model, reloaded, reloaded.train()):
+        head = candidate.model.zero_shot_head
+        assert not any(p.requires_grad for p in head.parameters())
+        assert any(p.requires_grad for p in candidate.model.projector.parameters())

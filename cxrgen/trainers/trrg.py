@@ -377,9 +377,6 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
     if extra["lora"] is None:
         if checkpoint is not None:
             model = TrrgForConditionalGeneration.from_pretrained(checkpoint)
-            # from_pretrained (transformers 5.23) gives back parameters that require grad, undoing the model's
-            # freezing of the zero-shot head: the optimizer state of the checkpoint would not fit.
-            model.model.zero_shot_head.requires_grad_(not model.config.freeze_zero_shot_head)
             processor = load_processor(checkpoint, TrrgProcessor)
         else:
             model, processor, transferred = build_model_and_processor(stage_config, train["report"], init)

@@ -497,6 +497,14 @@ class TrrgModel(TrrgPreTrainedModel):
             self.zero_shot_head.requires_grad_(False)
         self.post_init()
 
+    def train(self, mode: bool = True):
+        # from_pretrained re-creates parameters with requires_grad=True and ends with eval(): re-freezing here keeps
+        # the head frozen in loaded models too, before any optimizer collects their parameters.
+        super().train(mode)
+        if self.config.freeze_zero_shot_head:
+            self.zero_shot_head.requires_grad_(False)
+        return self
+
     def get_input_embeddings(self):
         return self.language_model.get_input_embeddings()
 
