@@ -269,6 +269,9 @@ def test_backbone_warm_up_then_vlci_keeps_the_frozen_backbone(phantom, tmp_path)
     assert not (backbone_dir / "training_args.bin").exists() and (backbone_dir / "preprocessor_config.json").is_file()
     card = (backbone_dir / "README.md").read_text()
     assert "Not for clinical decisions" in card and "macro_f1" in card and "phantom" in card
+    checkpoint = backbone_dir / "checkpoint-2"
+    assert AutoModelForImageClassification.from_pretrained(checkpoint).config.num_labels == len(CHEXPERT_OBSERVATIONS)
+    assert "Not for clinical decisions" in (checkpoint / "README.md").read_text()
 
     (tmp_path / "vlci").mkdir()
     vlci_config = write_config(

@@ -25,6 +25,7 @@ from cxrgen.data.collators import ObservationCollator, split_views
 from cxrgen.evaluation.metrics import compute_ce_metrics
 from cxrgen.labels import CHEXPERT_OBSERVATIONS
 from cxrgen.trainers.common import (
+    ModelFolderCallback,
     build_training_args,
     card_info,
     data_options,
@@ -107,6 +108,7 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
         data_collator=ObservationCollator(image_processor, augment_seed=args.seed if options["augment"] else None),
         processing_class=image_processor,
         compute_metrics=observation_f1 if evaluating else None,
+        callbacks=[ModelFolderCallback(info, write_card=_write_card)],
     )
     return trainer, checkpoint, info
 

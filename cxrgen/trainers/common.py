@@ -465,16 +465,21 @@ def write_model_card(folder, info, metrics):
 class ModelFolderCallback(TrainerCallback):
     """Makes every checkpoint a complete model folder. The Trainer already writes the safetensors weights, the config
     (with ``auto_map`` and ``custom_pipelines``), the remote code of model and processor and the processor itself
-    (given as ``processing_class``); this adds the model card, with the evaluation metrics of that step if any."""
+    (given as ``processing_class``); this adds the model card, with the evaluation metrics of that step if any.
+    ``write_card`` as in :func:`save_final_model`."""
 
-    def __init__(self, info):
+    def __init__(self, info, write_card=None):
         self.info = info
+        self.write_card = write_card
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            check_model_folder(folder)
-            write_model_card(folder, self.info, _eval_metrics(state.log_history, state.global_step))
+            if self.write_card is not None:
+                self.write_card(folder, self.info, state.log_history, state.global_step)
+            else:
+                check_model_folder(folder)
+                write_model_card(folder, self.info, _eval_metrics(state.log_history, state.global_step))
 
 
 def check_model_folder(folder):
