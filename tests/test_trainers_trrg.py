@@ -4,15 +4,13 @@ and a two-process torchrun run, all on tiny configs and a tiny synthetic phantom
 import importlib.util
 import json
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer, TrainerCallback
+from two_process import TORCHRUN, launch
 
 from cxrgen.data.phantom_benchmark import build_phantom_benchmark
 from cxrgen.data.trrg_collators import TrrgCollator, TrrgContrastiveCollator, report_sentences
@@ -255,48 +253,11 @@ def test_trl_sft_recipe_trains_a_few_steps_and_saves_a_loadable_model(bench, tmp
 
 
 # ------------------------------------------------------------------------------------------------ torchrun
-TRAIN_SCRIPT = textwrap.dedent(
-    """
-    import hashlib, json, os, sys
-    import torch
-    torch.set_num_threads(1)
-    from cxrgen.trainers import trrg
-
-    config, data, images, output = json.loads(sys.argv[1]), *sys.argv[2:5]
-    arguments = json.loads(sys.argv[5])
-    trainer, checkpoint, _ = trrg.build_trainer(config, data, images, output, trainer_args=arguments)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    digest = hashlib.sha256()
-    for name, tensor in sorted(trainer.model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().contiguous().numpy().tobytes())
-    record = {
-        "world_size": trainer.args.world_size,
-        "rank": trainer.args.process_index,
-        "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
-        "ddp": type(trainer.model_wrapped).__name__,
-        "sha256": digest.hexdigest(),
-        "steps": trainer.state.global_step,
-    }
-    with open(os.path.join(output, f"rank{record['rank']}.json"), "w") as stream:
-        json.dump(record, stream)
-    """
-)
-
-
 def test_torchrun_two_processes_end_with_identical_weights(bench, tmp_path):
     annotation, images, _ = bench
-    script = tmp_path / "train_trrg.py"
-    script.write_text(TRAIN_SCRIPT)
-    output = tmp_path / "run"
     arguments = [*trainer_args(2, 2, *NO_EVAL), "--per_device_train_batch_size", "2"]
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "HF_", "TRANSFORMERS_"))}
-    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-               json.dumps(STAGE2_CONFIG), str(annotation), str(images), str(output), json.dumps(arguments)]
-    completed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
-    ranks = [json.loads((output / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    output = tmp_path / "run"
+    ranks = launch(TORCHRUN, "trrg", STAGE2_CONFIG, annotation, images, output, tmp_path, arguments)
     for rank, record in enumerate(ranks):
         assert (record["rank"], record["world_size"], record["backend"]) == (rank, 2, "gloo")
         assert record["ddp"] == "DistributedDataParallel" and record["steps"] == 2
