@@ -5,12 +5,13 @@ CMCRL folders give the report; TRRG folders also give the zero-shot probability 
 disease clues that were injected into the language model's prompt.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoModel, AutoProcessor
+
+from cxrgen.modeling import read_model_config
 
 # The stage-2 (report generating) architecture of each method; pre-training checkpoints cannot write reports.
 GENERATORS = {"cmcrl": "CmcrlForConditionalGeneration", "trrg": "TrrgForConditionalGeneration"}
@@ -35,12 +36,7 @@ def load_generator(folder, device="cpu"):
     """
     folder = Path(folder)
     config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} not found: expected a saved model folder (config.json, weights, processor).")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_path} is not valid JSON ({error.msg}).") from error
+    config = read_model_config(folder)
     method = config.get("model_type")
     architectures = config.get("architectures") or []
     if method not in GENERATORS or GENERATORS[method] not in architectures:

@@ -288,7 +288,7 @@ def test_backbone_warm_up_then_vlci_keeps_the_frozen_backbone(phantom, tmp_path)
     model = AutoModel.from_pretrained(output)
     assert model.config.freeze_backbone and not any(p.requires_grad for p in model.encoder.embeddings.backbone.parameters())
     assert "vision backbone (frozen) from backbone" in (output / "README.md").read_text()
-    with pytest.raises(ValueError, match="no config.json"):
+    with pytest.raises(ValueError, match="--init .*config.json not found"):
         vlci.build_trainer(vlci_config, phantom[0], phantom[1], tmp_path / "other", init=tmp_path)
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from cxrgen.modeling import read_model_config
+
 TEMPLATE_PATH = Path(__file__).with_name("model_card_template.md")
 BASE_TAGS = ("radiology-report-generation", "chest-x-ray", "medical", "custom_code")
 
@@ -185,14 +187,7 @@ def save_model_card(card, folder):
 def _read_config(model_folder_or_config):
     """Return (config dict, folder or None) from a model folder, a PreTrainedConfig or a config dict."""
     if isinstance(model_folder_or_config, (str, os.PathLike)):
-        folder = Path(model_folder_or_config)
-        config_path = folder / "config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{config_path} not found: expected a saved model folder with a config.json.")
-        try:
-            return json.loads(config_path.read_text(encoding="utf-8")), folder
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{config_path} is not valid JSON ({error.msg}).") from error
+        return read_model_config(model_folder_or_config), Path(model_folder_or_config)
     if isinstance(model_folder_or_config, dict):
         return model_folder_or_config, None
     if hasattr(model_folder_or_config, "to_dict"):

@@ -22,7 +22,6 @@ by value at 0.1; here it is the Trainer's AdamW (decoupled weight decay) and gra
 (``max_grad_norm``, 1.0).
 """
 
-import json
 import logging
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from cxrgen.data.annotation import read_annotation
 from cxrgen.data.collators import StudyCollator
 from cxrgen.data.sampling import WeightedEpochSampler, observation_balance_weights
 from cxrgen.evaluation.report import reference_reports
+from cxrgen.modeling import read_model_config
 from cxrgen.trainers.common import (
     ModelFolderCallback,
     build_training_args,
@@ -104,13 +104,10 @@ class VlciTrainer(Seq2SeqTrainer):
 
 def _is_cmcrl_folder(folder):
     """Whether ``folder`` holds a CMCRL model (a RadCARE folder) rather than a vision backbone."""
-    config = Path(folder) / "config.json"
-    if not config.is_file():
-        raise ValueError(f"--init {folder}: no config.json; expected a RadCARE model folder or a vision backbone folder.")
     try:
-        return json.loads(config.read_text(encoding="utf-8")).get("model_type") == "cmcrl"
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"--init {folder}: cannot read config.json ({error}).") from error
+        return read_model_config(folder).get("model_type") == "cmcrl"
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--init {folder}: {error} Expected a RadCARE model folder or a vision backbone folder.") from error
 
 
 def build_trainer(config, data, images, output, resume=False, init=None, trainer_args=()):
