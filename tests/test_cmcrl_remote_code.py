@@ -3,9 +3,6 @@
 import copy
 import json
 import os
-import subprocess
-import sys
-import sysconfig
 import textwrap
 
 import numpy as np
@@ -13,6 +10,8 @@ import pytest
 import torch
 from PIL import Image
 from transformers import AutoModel, AutoModelForImageTextToText, AutoModelForPreTraining, AutoProcessor, Trainer, TrainingArguments
+
+from without_cxrgen import run_without_cxrgen
 
 from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration, CmcrlForPreTraining
 from cxrgen.processing.cleaning import clean_report
@@ -101,14 +100,7 @@ def test_trainer_checkpoints_carry_remote_code_and_pipeline(processor, model, tm
 REMOTE_SCRIPT = textwrap.dedent(
     """
     import json, sys
-    sys.path.append(sys.argv[1])  # site-packages only: its .pth files (cxrgen's editable finder) are not run
-    folder, images = sys.argv[2], json.loads(sys.argv[3])
-    try:
-        import cxrgen
-    except ImportError:
-        pass
-    else:
-        sys.exit("cxrgen is importable in the isolated process")
+    folder, images = sys.argv[1], json.loads(sys.argv[2])
     import torch
     from transformers import AutoModel, AutoProcessor, pipeline
 
@@ -135,16 +127,9 @@ def test_remote_code_without_cxrgen(processor, model, tmp_path):
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     images = {name: write_image(tmp_path / f"{name}.png", seed) for seed, name in enumerate(("frontal", "lateral", "other"))}
-    script = tmp_path / "load_remote.py"
-    script.write_text(REMOTE_SCRIPT)
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "HF_", "TRANSFORMERS_"))}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), HF_MODULES_CACHE=str(tmp_path / "modules"),
-               OMP_NUM_THREADS="1")
-    completed = subprocess.run(
-        [sys.executable, "-S", str(script), sysconfig.get_paths()["purelib"], str(folder), json.dumps(images)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
-    )
+    completed = run_without_cxrgen(REMOTE_SCRIPT, [str(folder), json.dumps(images)], tmp_path, timeout=180)
     assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "deprecated" not in completed.stderr, completed.stderr[-3000:]
     result = json.loads(completed.stdout.split("RESULT", 1)[1])
     assert (result["pipeline_class"], result["task"]) == ("RadiologyReportGenerationPipeline", "image-to-text")
 

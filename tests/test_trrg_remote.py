@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -11,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from test_trrg_common import IMAGE_SIZE, build_tokenizer, trrg_config
+from without_cxrgen import run_without_cxrgen
 
 from cxrgen.modeling.trrg.modeling_trrg import TrrgForConditionalGeneration
 from cxrgen.processing.image_processing_cxr import CxrImageProcessor
@@ -21,20 +20,10 @@ PROMPT = "generate a report for this x-ray"
 CHILD = textwrap.dedent(
     """
     import json, sys
-    # the package is installed editable: drop its import hooks so only the saved folder's code is available
-    sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
-    sys.path_hooks[:] = [h for h in sys.path_hooks if "__editable__" not in getattr(h, "__module__", "")]
-    sys.path[:] = [p for p in sys.path if p not in ("", ".") and not p.startswith(sys.argv[2])]
-    sys.path_importer_cache.clear()
-    try:
-        import cxrgen
-        raise SystemExit("cxrgen is importable in the isolated process")
-    except ImportError:
-        pass
     import torch
     from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor, pipeline
     torch.set_num_threads(1)
-    folder, expected = sys.argv[1], json.loads(sys.argv[3])
+    folder, expected = sys.argv[1], json.loads(sys.argv[2])
     model = AutoModel.from_pretrained(folder, trust_remote_code=True)
     assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
     assert type(AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True)).__name__ == type(model).__name__
@@ -92,25 +81,10 @@ def test_saved_folder_works_without_the_package(tmp_path):
     assert expected_text
     expected_clues = model.structured_findings(batch["pixel_values"], batch["pixel_mask"])[0]["clues"]
 
-    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
-    env.update(
-        HF_HUB_OFFLINE="1",
-        HF_HOME=str(tmp_path / "hf_home"),
-        HF_MODULES_CACHE=str(tmp_path / "hf_modules"),
-        TRANSFORMERS_VERBOSITY="error",
-        OMP_NUM_THREADS="1",
-    )
     payload = json.dumps({"views": views, "prompt": PROMPT})
-    result = subprocess.run(
-        [sys.executable, "-c", CHILD, str(folder), repo_root, payload],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    result = run_without_cxrgen(CHILD, [str(folder), payload], tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
+    assert "deprecated" not in result.stderr, result.stderr[-4000:]
     line = next(line for line in result.stdout.splitlines() if line.startswith("RESULTS"))
     results = json.loads(line[len("RESULTS") :])
     assert results["direct"] == expected_text

@@ -4,7 +4,6 @@ Self-contained (torch/transformers only) because `save_pretrained` ships it to t
 """
 
 from transformers import AutoConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
 
 # ResNet-101 C1-C4 (stride 16, 1024 channels), the reference's visual extractor without stage 4.
 RESNET101_C4 = {
@@ -80,6 +79,18 @@ PRESETS = {
 }
 
 
+def sub_config(value: dict | PreTrainedConfig | None, default: dict) -> PreTrainedConfig:
+    """A sub-config from a config, a dict (`model_type` defaults to the default's) or None (the default).
+
+    Written here rather than with transformers' `SubConfigSpec` (5.20+) so that the file runs as remote code on
+    every release cxrgen supports.
+    """
+    if isinstance(value, PreTrainedConfig):
+        return value
+    kwargs = dict(default if value is None else value)
+    return AutoConfig.for_model(kwargs.pop("model_type", default["model_type"]), **kwargs)
+
+
 class CmcrlConfig(PreTrainedConfig):
     r"""Configuration of the CMCRL models (`CmcrlForPreTraining`, `CmcrlForConditionalGeneration`).
 
@@ -108,9 +119,7 @@ class CmcrlConfig(PreTrainedConfig):
     """
 
     model_type = "cmcrl"
-    sub_configs_defaults = {
-        "backbone_config": SubConfigSpec(config_class=AutoConfig, model_type="resnet", init_kwargs=RESNET101_C4),
-    }
+    sub_configs = {"backbone_config": AutoConfig}
 
     vocab_size: int = 4350
     hidden_size: int = 512
@@ -157,11 +166,7 @@ class CmcrlConfig(PreTrainedConfig):
     is_encoder_decoder: bool = True
 
     def __post_init__(self, **kwargs):
-        if isinstance(self.backbone_config, dict):
-            self.backbone_config = dict(self.backbone_config)
-        self.backbone_config, kwargs = self.sub_configs_defaults["backbone_config"].create_subconfig(
-            "backbone_config", self.backbone_config, **kwargs
-        )
+        self.backbone_config = sub_config(self.backbone_config, RESNET101_C4)
         self.pretraining_task_probs = [float(p) for p in self.pretraining_task_probs]
         super().__post_init__(**kwargs)
         # Every saved folder must load with AutoModel and pipeline("image-to-text") from remote code alone;

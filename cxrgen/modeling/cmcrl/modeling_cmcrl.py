@@ -44,6 +44,7 @@ Deliberate differences from the reference code (WissingChen/VLCI):
 """
 
 import copy
+import functools
 import logging
 import math
 import os
@@ -66,6 +67,26 @@ from .pipeline_cmcrl import RadiologyReportGenerationPipeline  # noqa: F401
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
+
+# transformers 5.24 renamed the KV cache from `past_key_values` to `cache`: in the model inputs `generate` builds and
+# in every ModelOutput field. This file also runs as remote code on whatever release the downloader has, so it
+# writes the cache under the running release's field name and takes it under either keyword.
+CACHE_FIELD = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
+
+
+def accepts_either_cache_name(forward):
+    """Decorate a `forward(..., cache=...)` so that it also takes the cache as `past_key_values` (transformers < 5.24)."""
+
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        legacy = kwargs.pop("past_key_values", None)
+        if legacy is not None:
+            if kwargs.get("cache") is not None:
+                raise ValueError("Pass the KV cache as `cache` or as `past_key_values`, not both")
+            kwargs["cache"] = legacy
+        return forward(self, *args, **kwargs)
+
+    return wrapper
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -182,21 +203,21 @@ class CmcrlAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, hidden_states, key_value_states=None, attention_mask=None, past_key_values=None):
+    def forward(self, hidden_states, key_value_states=None, attention_mask=None, cache=None):
         is_cross = key_value_states is not None
         query = self._heads(self.q_proj(hidden_states))
-        cache = None
-        if past_key_values is not None:
-            cache = past_key_values.cross_attention_cache if is_cross else past_key_values.self_attention_cache
-        if is_cross and cache is not None and past_key_values.is_updated.get(self.layer_idx):
-            key, value = cache.layers[self.layer_idx].keys, cache.layers[self.layer_idx].values
+        layer_cache = None
+        if cache is not None:
+            layer_cache = cache.cross_attention_cache if is_cross else cache.self_attention_cache
+        if is_cross and layer_cache is not None and cache.is_updated.get(self.layer_idx):
+            key, value = layer_cache.layers[self.layer_idx].keys, layer_cache.layers[self.layer_idx].values
         else:
             source = key_value_states if is_cross else hidden_states
             key, value = self._heads(self.k_proj(source)), self._heads(self.v_proj(source))
-            if cache is not None:
-                key, value = cache.update(key, value, self.layer_idx)
+            if layer_cache is not None:
+                key, value = layer_cache.update(key, value, self.layer_idx)
                 if is_cross:
-                    past_key_values.is_updated[self.layer_idx] = True
+                    cache.is_updated[self.layer_idx] = True
         scores = _mask_scores(query @ key.transpose(-1, -2) / math.sqrt(self.head_dim), attention_mask)
         probs = scores.softmax(dim=-1)
         out = (self.dropout(probs) @ value).transpose(1, 2).reshape(hidden_states.shape)
@@ -278,20 +299,18 @@ class CmcrlDecoderLayer(nn.Module):
         self_attention_mask=None,
         encoder_hidden_states=None,
         encoder_attention_mask=None,
-        past_key_values=None,
+        cache=None,
         path: str = "text",
     ):
         cross_norm, cross_attn, ffn_norm, ffn = self._path(path)
-        attn, _ = self.self_attn(
-            self.self_attn_layer_norm(hidden_states), attention_mask=self_attention_mask, past_key_values=past_key_values
-        )
+        attn, _ = self.self_attn(self.self_attn_layer_norm(hidden_states), attention_mask=self_attention_mask, cache=cache)
         hidden_states = hidden_states + self.dropout(attn)
         if encoder_hidden_states is not None:
             attn, _ = cross_attn(
                 cross_norm(hidden_states),
                 key_value_states=encoder_hidden_states,
                 attention_mask=encoder_attention_mask,
-                past_key_values=past_key_values,
+                cache=cache,
             )
             hidden_states = hidden_states + self.dropout(attn)
         return hidden_states + self.dropout(ffn(ffn_norm(hidden_states)))
@@ -565,21 +584,21 @@ class CmcrlLinguisticDeconfounder(nn.Module):
         mediator = self.text_cross_layer(local, dictionary)
         return self.mediator_layer_norm(self.visual_cross_layer(mediator, local) + mediator)
 
-    def forward(self, hidden_states, local_features, word_embeddings, past_key_values=None, cache_index: int = 0):
-        if past_key_values is None:
+    def forward(self, hidden_states, local_features, word_embeddings, cache=None, cache_index: int = 0):
+        if cache is None:
             mediator, keys = self.mediator(local_features, word_embeddings), hidden_states
         else:
-            self_cache, cross_cache = past_key_values.self_attention_cache, past_key_values.cross_attention_cache
-            for cache in (self_cache, cross_cache):
+            self_cache, cross_cache = cache.self_attention_cache, cache.cross_attention_cache
+            for layer_cache in (self_cache, cross_cache):
                 # A cache built from the config has exactly one layer per decoder layer; the LDM owns the next slot.
-                while len(cache.layers) <= cache_index:
-                    cache.layers.append(DynamicLayer())
-            if past_key_values.is_updated.get(cache_index):
+                while len(layer_cache.layers) <= cache_index:
+                    layer_cache.layers.append(DynamicLayer())
+            if cache.is_updated.get(cache_index):
                 mediator = cross_cache.layers[cache_index].keys[:, 0]
             else:
                 mediator = self.mediator(local_features, word_embeddings)
                 cross_cache.update(mediator[:, None], mediator[:, None], cache_index)
-                past_key_values.is_updated[cache_index] = True
+                cache.is_updated[cache_index] = True
             keys = self_cache.update(hidden_states[:, None], hidden_states[:, None], cache_index)[0][:, 0]
         return hidden_states + causal_front_door_intervention(hidden_states, keys, mediator, self.scale)
 
@@ -669,18 +688,18 @@ class CmcrlTextDecoder(nn.Module):
         self.layers = nn.ModuleList([CmcrlDecoderLayer(config, i) for i in range(config.decoder_layers)])
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, input_ids, encoder_hidden_states, encoder_attention_mask, local_features=None, past_key_values=None):
-        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+    def forward(self, input_ids, encoder_hidden_states, encoder_attention_mask, local_features=None, cache=None):
+        past = cache.get_seq_length() if cache is not None else 0
         hidden = self.embeddings(input_ids, past)
         if self.ldm is not None:
-            hidden = self.ldm(hidden, local_features, self.embeddings.word_embeddings.weight, past_key_values, len(self.layers))
+            hidden = self.ldm(hidden, local_features, self.embeddings.word_embeddings.weight, cache, len(self.layers))
         length = input_ids.shape[1]
         causal = torch.arange(past + length, device=input_ids.device)[None, :] <= (
             torch.arange(length, device=input_ids.device)[:, None] + past
         )
         cross_mask = encoder_attention_mask.bool()[:, None, None, :]
         for layer in self.layers:
-            hidden = layer(hidden, causal, encoder_hidden_states, cross_mask, past_key_values)
+            hidden = layer(hidden, causal, encoder_hidden_states, cross_mask, cache)
         return self.layer_norm(hidden)
 
 
@@ -798,6 +817,7 @@ class CmcrlForConditionalGeneration(CmcrlPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value):
         self.lm_head = value
 
+    @accepts_either_cache_name
     def forward(
         self,
         pixel_values: torch.FloatTensor | None = None,
@@ -805,7 +825,7 @@ class CmcrlForConditionalGeneration(CmcrlPreTrainedModel, GenerationMixin):
         decoder_input_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         encoder_outputs: CmcrlEncoderOutput | None = None,
-        past_key_values: EncoderDecoderCache | None = None,
+        cache: EncoderDecoderCache | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -835,20 +855,20 @@ class CmcrlForConditionalGeneration(CmcrlPreTrainedModel, GenerationMixin):
             encoder_outputs = self.encoder(
                 pixel_values, pixel_mask, output_attentions=bool(output_attentions), output_hidden_states=bool(output_hidden_states)
             )
-        if use_cache and past_key_values is None:
-            past_key_values = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        if use_cache and cache is None:
+            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         hidden = self.decoder(
             decoder_input_ids,
             encoder_outputs.last_hidden_state,
             encoder_outputs.attention_mask,
             encoder_outputs.local_features,
-            past_key_values if use_cache else None,
+            cache if use_cache else None,
         )
         logits = self.lm_head(hidden)
         return CmcrlSeq2SeqLMOutput(
             loss=_report_loss(logits, targets) if targets is not None else None,
             logits=logits,
-            past_key_values=past_key_values if use_cache else None,
+            **{CACHE_FIELD: cache if use_cache else None},
             encoder_last_hidden_state=encoder_outputs.last_hidden_state,
             encoder_hidden_states=encoder_outputs.hidden_states,
             encoder_attentions=encoder_outputs.attentions,

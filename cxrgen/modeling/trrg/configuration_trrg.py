@@ -4,7 +4,6 @@ Self-contained (torch/transformers only) because `save_pretrained` copies this f
 """
 
 from transformers import AutoConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
 
 # A copy of cxrgen.labels.CHEXPERT_OBSERVATIONS: the model folder may not import the package (remote code).
 CHEXPERT_OBSERVATIONS = (
@@ -36,10 +35,22 @@ DEFAULT_OBSERVATION_PROMPTS = {
 }
 
 # Swin-B/4 window 7 at 224 px (R2GenGPT's encoder): 7x7 patch tokens of width 1024.
-SWIN_BASE_KWARGS = {"embed_dim": 128, "depths": [2, 2, 18, 2], "num_heads": [4, 8, 16, 32]}
+SWIN_BASE = {"model_type": "swin", "embed_dim": 128, "depths": [2, 2, 18, 2], "num_heads": [4, 8, 16, 32]}
 
 CLUE_SELECTIONS = ("threshold", "topk", "all")
 MULTI_VIEW_FUSIONS = ("concat", "mean")
+
+
+def sub_config(value: dict | PreTrainedConfig | None, default: dict) -> PreTrainedConfig:
+    """A sub-config from a config, a dict (`model_type` defaults to the default's) or None (the default).
+
+    Written here rather than with transformers' `SubConfigSpec` (5.20+) so that the file runs as remote code on
+    every release cxrgen supports.
+    """
+    if isinstance(value, PreTrainedConfig):
+        return value
+    kwargs = dict(default if value is None else value)
+    return AutoConfig.for_model(kwargs.pop("model_type", default["model_type"]), **kwargs)
 
 
 def _check_observations(config):
@@ -60,10 +71,7 @@ class TrrgContrastiveConfig(PreTrainedConfig):
     """
 
     model_type = "trrg_contrastive"
-    sub_configs_defaults = {
-        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="swin", init_kwargs=SWIN_BASE_KWARGS),
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="bert"),
-    }
+    sub_configs = {"vision_config": AutoConfig, "text_config": AutoConfig}
 
     vision_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
@@ -80,6 +88,8 @@ class TrrgContrastiveConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.observation_prompts is None:
             self.observation_prompts = {k: dict(v) for k, v in DEFAULT_OBSERVATION_PROMPTS.items()}
+        self.vision_config = sub_config(self.vision_config, SWIN_BASE)
+        self.text_config = sub_config(self.text_config, {"model_type": "bert"})
         super().__post_init__(**kwargs)
         _check_observations(self)
         for field in ("positive_templates", "negative_templates"):
@@ -124,10 +134,7 @@ class TrrgConfig(PreTrainedConfig):
     """
 
     model_type = "trrg"
-    sub_configs_defaults = {
-        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="swin", init_kwargs=SWIN_BASE_KWARGS),
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
-    }
+    sub_configs = {"vision_config": AutoConfig, "text_config": AutoConfig}
 
     vision_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
@@ -151,6 +158,8 @@ class TrrgConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        self.vision_config = sub_config(self.vision_config, SWIN_BASE)
+        self.text_config = sub_config(self.text_config, {"model_type": "llama"})
         super().__post_init__(**kwargs)
         _check_observations(self)
         if self.clue_selection not in CLUE_SELECTIONS:

@@ -45,6 +45,7 @@ Stage 2 (`TrrgForConditionalGeneration`, the transformers 5 VLM layout: `model` 
 Self-contained (torch/transformers and sibling single-dot imports) because it is copied to the Hub as remote code.
 """
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -55,8 +56,7 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache
-from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
 from .configuration_trrg import TrrgConfig, TrrgContrastiveConfig
@@ -65,6 +65,26 @@ from .pipeline_trrg import TrrgReportPipeline
 # Four-way mention codes of cxrgen.labels (copied: remote code cannot import the package).
 _POSITIVE, _UNCERTAIN = 1, 3
 _CLIP_LOGIT_SCALE = math.log(1 / 0.07)
+
+# transformers 5.24 renamed the KV cache from `past_key_values` to `cache`: in the model inputs `generate` builds, in
+# the forward of its language models and in every ModelOutput field. This file also runs as remote code on whatever
+# release the downloader has, so it hands the cache on under the running release's name and takes either keyword.
+CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def accepts_either_cache_name(forward):
+    """Decorate a `forward(..., cache=...)` so that it also takes the cache as `past_key_values` (transformers < 5.24)."""
+
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        legacy = kwargs.pop("past_key_values", None)
+        if legacy is not None:
+            if kwargs.get("cache") is not None:
+                raise ValueError("Pass the KV cache as `cache` or as `past_key_values`, not both")
+            kwargs["cache"] = legacy
+        return forward(self, *args, **kwargs)
+
+    return wrapper
 
 
 def _vision_width(vision_config):
@@ -305,16 +325,11 @@ class TrrgModelOutputWithPast(BaseModelOutputWithPast):
 
 
 @dataclass
-class TrrgCausalLMOutputWithPast(ModelOutput):
+class TrrgCausalLMOutputWithPast(CausalLMOutputWithPast):
     """LM output; `loss` = LM loss + disease_loss_weight * disease_loss when both labels are given."""
 
-    loss: torch.FloatTensor | None = None
     lm_loss: torch.FloatTensor | None = None
     disease_loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
     disease_probs: torch.FloatTensor | None = None
     disease_logits: torch.FloatTensor | None = None
     clue_ids: torch.LongTensor | None = None
@@ -448,7 +463,6 @@ class TrrgPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["TrrgInteractionLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
@@ -554,6 +568,7 @@ class TrrgModel(TrrgPreTrainedModel):
             inputs_embeds = inputs_embeds.masked_scatter(mask[..., None], features.to(inputs_embeds.dtype))
         return inputs_embeds
 
+    @accepts_either_cache_name
     def forward(
         self,
         input_ids=None,
@@ -561,7 +576,7 @@ class TrrgModel(TrrgPreTrainedModel):
         pixel_mask=None,
         attention_mask=None,
         position_ids=None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds=None,
         use_cache=None,
         **kwargs,
@@ -587,14 +602,14 @@ class TrrgModel(TrrgPreTrainedModel):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=use_cache,
+            **{CACHE_FIELD: cache},
             **kwargs,
         )
         found = perception if perception is not None else TrrgPerception()
         return TrrgModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             disease_probs=found.disease_probs,
@@ -711,6 +726,7 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
             studies.append({"probabilities": dict(zip(names, probs)), "clues": clues})
         return studies
 
+    @accepts_either_cache_name
     def forward(
         self,
         input_ids=None,
@@ -718,7 +734,7 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
         pixel_mask=None,
         attention_mask=None,
         position_ids=None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds=None,
         labels=None,
         disease_labels=None,
@@ -733,7 +749,7 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
             pixel_mask=pixel_mask,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -764,7 +780,7 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
             lm_loss=lm_loss,
             disease_loss=disease_loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             disease_probs=outputs.disease_probs,
