@@ -16,7 +16,7 @@ A recipe for users who already train with TRL. It uses the cxrgen package for ev
   right-padded after it and the prompt is masked out of the loss. The disease-aware consistency loss needs
   ``disease_labels``, which this collator does not pass: use ``cxrgen train trrg`` to train with it.
 - SFTConfig settings that matter for this model: ``max_length=None`` (truncation would cut placeholders), packing and
-  padding-free off (refused for vision data), ``bf16``/``activation_checkpointing`` off on CPU (SFTConfig turns both on
+  padding-free off (refused for vision data), ``bf16``/activation checkpointing off on CPU (SFTConfig turns both on
   by default); any SFTConfig argument can be appended to the command line.
 - The output: the LoRA adapter (``RUN/adapter``) and, merged into the full-precision base, the final complete model
   folder ``RUN`` (loads with ``AutoModel.from_pretrained(RUN, trust_remote_code=True)``); ``--lora-r 0`` trains
@@ -31,6 +31,7 @@ from pathlib import Path
 from peft import PeftModel
 from trl import SFTConfig, SFTTrainer
 
+from cxrgen.compat import CHECKPOINTING_ARGUMENT
 from cxrgen.trainers.common import build_training_args, load_processor, load_split, load_stage_config
 from cxrgen.trainers.trrg import ADAPTER_DIR, BASE_MODEL_DIR, build_model_and_processor, lora_config, merged_model
 
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 SFT_DEFAULTS = {
     "max_length": None,
-    "activation_checkpointing": False,
+    CHECKPOINTING_ARGUMENT: False,
     "bf16": False,
     "learning_rate": 1e-4,
     "per_device_train_batch_size": 8,

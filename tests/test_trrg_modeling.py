@@ -4,6 +4,7 @@ import pytest
 import torch
 from test_trrg_common import CLUE_ID, IMAGE_ID, pixels, prompt_ids, trrg_config
 
+from cxrgen.compat import enable_checkpointing
 from cxrgen.modeling.trrg.modeling_trrg import TrrgForConditionalGeneration
 
 ARCHS = ["llama", "qwen2", "gpt2"]
@@ -214,7 +215,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
     plain.backward()
     expected = model.model.projector.fc1.weight.grad.clone()
     model.zero_grad()
-    model.activation_checkpointing_enable()
+    enable_checkpointing(model)
     assert model.model.language_model.gradient_checkpointing
     checkpointed = model(input_ids=ids, pixel_values=pixels(2), labels=labels).loss
     checkpointed.backward()

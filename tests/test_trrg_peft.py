@@ -8,6 +8,7 @@ from PIL import Image
 from test_trrg_common import CLUE_ID, IMAGE_ID, IMAGE_SIZE, build_tokenizer, pixels, prompt_ids, text_config, trrg_config
 from transformers import BitsAndBytesConfig
 
+from cxrgen.compat import CHECKPOINTING_ARGUMENT
 from cxrgen.modeling.trrg.modeling_trrg import TrrgForConditionalGeneration
 
 TEXT = [10, 11, 12, 13]
@@ -172,7 +173,7 @@ def test_trl_sft_trainer_trains_with_lora(tmp_path):
         per_device_train_batch_size=2,
         learning_rate=1e-2,
         logging_steps=1,
-        activation_checkpointing=False,
+        **{CHECKPOINTING_ARGUMENT: False},
         bf16=False,
         use_cpu=True,
         report_to="none",

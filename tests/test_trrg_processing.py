@@ -81,9 +81,10 @@ def test_training_targets_mask_the_prompt_and_keep_eos_under_truncation():
 def test_chat_template_gives_the_same_prompt_as_the_default():
     processor = make_processor()
     views = [image(0), image(1)]
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": PROMPT}]}]
+    content = [{"type": "image", "image": view} for view in views] + [{"type": "text", "text": PROMPT}]
+    messages = [{"role": "user", "content": content}]
     chat = processor.apply_chat_template(
-        [messages], images=[views], tokenize=True, return_dict=True, add_generation_prompt=True, return_tensors="pt"
+        [messages], tokenize=True, return_dict=True, add_generation_prompt=True, return_tensors="pt"
     )
     plain = processor(images=[views])
     assert torch.equal(chat["input_ids"], plain["input_ids"])

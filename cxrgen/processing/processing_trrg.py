@@ -122,6 +122,8 @@ class TrrgProcessor(ProcessorMixin):
         kwargs.setdefault("add_special_tokens", False)
         kwargs.setdefault("return_tensors", "pt")
         if reports is None:
+            # Explicit: transformers releases before 5.23 do not apply the class-level text_kwargs defaults here.
+            kwargs.setdefault("padding", True)
             kwargs.setdefault("padding_side", "left")
             return super().__call__(images=images, text=text, **kwargs)
         return self._training_batch(images, text, reports, **kwargs)

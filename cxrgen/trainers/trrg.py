@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, Seq2SeqTrainingArguments, Trainer, set_seed
 
+from cxrgen.compat import checkpointing_requested
 from cxrgen.data.annotation import read_annotation
 from cxrgen.data.trrg_collators import TrrgCollator
 from cxrgen.trainers.common import (
@@ -335,7 +336,7 @@ def peft_model(base, extra, args):
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     if extra["load_in_4bit"]:
-        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=args.gradient_checkpointing)
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=checkpointing_requested(args))
     return get_peft_model(base, lora_config(base, extra["lora"]))
 
 

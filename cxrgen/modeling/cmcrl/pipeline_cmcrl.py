@@ -4,6 +4,8 @@ Saved CMCRL configs name it in `custom_pipelines`, so `pipeline("image-to-text",
 trust_remote_code=True)` builds it. Self-contained (transformers only): it travels to the Hub as remote code.
 """
 
+import copy
+
 from transformers import Pipeline
 
 
@@ -33,8 +35,18 @@ class RadiologyReportGenerationPipeline(Pipeline):
         return self.processor(images=[views], return_tensors="pt")
 
     def _forward(self, model_inputs, generate_kwargs=None):
-        generate_kwargs = self._prepare_generate_kwargs(generate_kwargs or {}, return_dict_in_generate=False)
-        return {"report_ids": self.model.generate(**model_inputs, **generate_kwargs)}
+        return {"report_ids": self.model.generate(**model_inputs, **self._call_generate_kwargs(generate_kwargs or {}))}
+
+    def _call_generate_kwargs(self, generate_kwargs: dict) -> dict:
+        """This call's `generate` arguments on top of those given at init and the model's generation config."""
+        if hasattr(self, "_prepare_generate_kwargs"):  # transformers >= 5.20
+            return self._prepare_generate_kwargs(generate_kwargs, return_dict_in_generate=False)
+        # Earlier releases merge the init arguments into `self.generation_config` when the pipeline is built; the
+        # call's go into a copy, as `generate` deprecates a config passed together with loose parameters.
+        generate_kwargs = dict(generate_kwargs)
+        config = copy.deepcopy(generate_kwargs.pop("generation_config", None) or self.generation_config)
+        unused = config.update(**generate_kwargs, return_dict_in_generate=False)
+        return {"generation_config": config, **unused}
 
     def postprocess(self, model_outputs):
         return {"generated_text": self.processor.post_process_generation(model_outputs["report_ids"])[0]}
