@@ -1,4 +1,12 @@
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# One source for the transformers floor: the package checks it at import time.
+MIN_TRANSFORMERS_VERSION = re.search(
+    r'^MIN_TRANSFORMERS_VERSION = "([^"]+)"', Path(__file__).with_name("cxrgen").joinpath("__init__.py").read_text(), re.M
+).group(1)
 
 setup(
     name="cxrgen",
@@ -12,18 +20,19 @@ setup(
     package_data={"cxrgen": ["evaluation/rrg_metric/*.py", "hub_cards/*.md"]},
     install_requires=[
         "torch>=2.4",
-        "transformers>=5.0",
+        f"transformers>={MIN_TRANSFORMERS_VERSION},<6",
         "accelerate>=1.0",
         "peft>=0.17",
         "bitsandbytes>=0.45",
         "datasets>=3.0",
         "evaluate>=0.4",
-        "huggingface-hub>=1.0",
+        "huggingface-hub>=2.0",
         "safetensors>=0.4",
         "trl>=0.20",
         "tokenizers>=0.21",
         "pillow>=10.0",
         "numpy>=1.24",
+        "packaging>=20.0",
         "pycocoevalcap>=1.2",
         "pyyaml>=6.0",
     ],

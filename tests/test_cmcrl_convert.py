@@ -7,6 +7,8 @@ from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration
 from cxrgen.modeling.cmcrl.convert_vlci_checkpoint import convert_vlci_checkpoint, convert_vlci_state_dict, token_rows
 from cxrgen.processing.tokenization import build_report_tokenizer
 
+pytestmark = pytest.mark.transformers_compat
+
 torch.set_num_threads(1)
 
 REFERENCE_VOCAB = [".", "<unk>", "are", "clear", "heart", "is", "lungs", "normal", "the"]  # R2Gen ids 1..9

@@ -6,6 +6,8 @@ import torch
 from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration
 from cxrgen.modeling.cmcrl.modeling_cmcrl import causal_front_door_intervention, front_door_intervention
 
+pytestmark = pytest.mark.transformers_compat
+
 torch.set_num_threads(1)
 
 

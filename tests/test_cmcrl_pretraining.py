@@ -6,6 +6,8 @@ import torch.nn.functional as F
 
 from cxrgen.modeling.cmcrl import PRETRAINING_TASKS, CmcrlConfig, CmcrlForConditionalGeneration, CmcrlForPreTraining
 
+pytestmark = pytest.mark.transformers_compat
+
 torch.set_num_threads(1)
 
 IDS = torch.tensor([[1, 5, 6, 7, 8, 2, 0], [1, 9, 10, 2, 0, 0, 0]])

@@ -19,6 +19,8 @@ from cxrgen.processing.image_processing_cxr import CxrImageProcessor
 from cxrgen.processing.processing_cmcrl import CmcrlProcessor
 from cxrgen.processing.tokenization import build_report_tokenizer
 
+pytestmark = pytest.mark.transformers_compat
+
 torch.set_num_threads(1)
 
 REPORTS = ["The heart is normal in size. The lungs are clear.", "No pneumothorax. Mild cardiomegaly."] * 3

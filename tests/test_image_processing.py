@@ -8,6 +8,8 @@ from PIL import Image
 
 from cxrgen.processing.image_processing_cxr import CxrImageProcessor, ImageLoadError, load_image
 
+pytestmark = pytest.mark.transformers_compat
+
 
 SIZE = {"height": 32, "width": 32}
 MEAN = torch.tensor([0.485, 0.456, 0.406]).reshape(3, 1, 1)

@@ -6,6 +6,8 @@ from transformers import AutoTokenizer
 from cxrgen.processing.cleaning import clean_report
 from cxrgen.processing.tokenization import build_report_tokenizer
 
+pytestmark = pytest.mark.transformers_compat
+
 
 RAW_REPORTS = [
     "The heart is normal in size. The lungs are clear.",

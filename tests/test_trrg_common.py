@@ -9,6 +9,8 @@ from cxrgen.labels import CHEXPERT_OBSERVATIONS
 from cxrgen.modeling.trrg.configuration_trrg import CHEXPERT_OBSERVATIONS as TRRG_OBSERVATIONS
 from cxrgen.modeling.trrg.configuration_trrg import TrrgConfig, TrrgContrastiveConfig
 
+pytestmark = pytest.mark.transformers_compat
+
 torch.set_num_threads(1)
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<image>", "<clue>"]

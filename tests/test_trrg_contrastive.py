@@ -21,6 +21,8 @@ from cxrgen.modeling.trrg.modeling_trrg import (
     soft_contrastive_loss,
 )
 
+pytestmark = pytest.mark.transformers_compat
+
 SENTENCES = ["mild cardiomegaly .", "no pleural effusion .", "lungs are clear .", "small left pleural effusion ."]
 
 

@@ -7,6 +7,8 @@ from test_trrg_common import CLUE_ID, IMAGE_ID, pixels, prompt_ids, trrg_config
 from cxrgen.compat import enable_checkpointing
 from cxrgen.modeling.trrg.modeling_trrg import TrrgForConditionalGeneration
 
+pytestmark = pytest.mark.transformers_compat
+
 ARCHS = ["llama", "qwen2", "gpt2"]
 TEXT = [10, 11, 12, 13, 14]
 

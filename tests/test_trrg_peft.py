@@ -11,6 +11,8 @@ from transformers import BitsAndBytesConfig
 from cxrgen.compat import CHECKPOINTING_ARGUMENT
 from cxrgen.modeling.trrg.modeling_trrg import TrrgForConditionalGeneration
 
+pytestmark = pytest.mark.transformers_compat
+
 TEXT = [10, 11, 12, 13]
 
 

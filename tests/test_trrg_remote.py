@@ -15,6 +15,8 @@ from cxrgen.modeling.trrg.modeling_trrg import TrrgForConditionalGeneration
 from cxrgen.processing.image_processing_cxr import CxrImageProcessor
 from cxrgen.processing.processing_trrg import TrrgProcessor
 
+pytestmark = pytest.mark.transformers_compat
+
 PROMPT = "generate a report for this x-ray"
 
 CHILD = textwrap.dedent(
