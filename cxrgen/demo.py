@@ -34,6 +34,7 @@ from cxrgen.evaluation.report import (
     study_paths,
 )
 from cxrgen.labels import CHEXPERT_OBSERVATIONS, POSITIVE
+from cxrgen.modeling.trrg.configuration_trrg import TINY_VISION_CONFIG
 
 
 # The demo's CMCRL: 64 px views through a three-stage basic-block ResNet of stride 16 (4x4 tokens per view; the
@@ -81,7 +82,7 @@ CMCRL_DEMO = {
 # The demo's TRRG: the `tiny` presets of both stages (a Swin tower of 64 px, a 2-layer Llama-style LLM of width 64 with
 # the report vocabulary, disease clues from the stage-1 zero-shot head); stage 1 then stage 2, 800 steps each.
 TRRG_DEMO = {
-    "image_size": 64,
+    "image_size": TINY_VISION_CONFIG["image_size"],
     "contrastive_steps": 800,
     "contrastive_batch_size": 32,
     "max_steps": 800,

@@ -48,6 +48,7 @@ from transformers import AutoTokenizer, Seq2SeqTrainingArguments, Trainer, set_s
 from cxrgen.compat import checkpointing_requested
 from cxrgen.data.annotation import read_annotation
 from cxrgen.data.trrg_collators import TrrgCollator
+from cxrgen.modeling.trrg.configuration_trrg import PRESETS as MODEL_PRESETS
 from cxrgen.trainers.common import (
     ModelFolderCallback,
     build_training_args,
@@ -62,7 +63,6 @@ from cxrgen.trainers.common import (
     training_setup,
 )
 from cxrgen.trainers.trrg_contrastive import (
-    TINY_VISION_CONFIG,
     CheckpointReloadMixin,
     merge_model_options,
     preset,
@@ -86,20 +86,10 @@ _PAPER_MODEL = {
     "language_model": "meta-llama/Llama-2-7b-chat-hf",
     "lora": {"r": 16, "alpha": 16, "dropout": 0.1},
 }
+# The TrrgConfig fields come from TrrgConfig's presets; the stage adds the LLM to load, LoRA, processor and training.
 PRESETS = {
     "tiny": {
-        "model": {
-            "vision_config": TINY_VISION_CONFIG,
-            "text_config": {
-                "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
-            },
-            "projection_dim": 32,
-            "num_query_tokens": 8,
-            "interaction_hidden_size": 64,
-            "interaction_layers": 1,
-            "interaction_heads": 4,
-        },
+        "model": MODEL_PRESETS["tiny"],
         "processor": {"max_length": 128, "min_frequency": 1},
         "training": {
             "num_train_epochs": 10, "per_device_train_batch_size": 16, "learning_rate": 1e-3,
@@ -107,12 +97,12 @@ PRESETS = {
         },
     },
     "iu-xray": {
-        "model": dict(_PAPER_MODEL),
+        "model": {**MODEL_PRESETS["iu-xray"], **_PAPER_MODEL},
         "processor": {"max_length": 160},
         "training": {"num_train_epochs": 15, "generation_num_beams": 3, "generation_max_length": 100},
     },
     "mimic-cxr": {
-        "model": dict(_PAPER_MODEL),
+        "model": {**MODEL_PRESETS["mimic-cxr"], **_PAPER_MODEL},
         "processor": {"max_length": 200},
         "training": {"num_train_epochs": 5, "generation_num_beams": 3, "generation_max_length": 120},
     },

@@ -43,6 +43,7 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 
 from cxrgen.data.annotation import read_annotation
 from cxrgen.data.trrg_collators import TrrgContrastiveCollator, report_sentences
+from cxrgen.modeling.trrg.configuration_trrg import CONTRASTIVE_PRESETS
 from cxrgen.trainers.common import (
     ModelFolderCallback,
     build_training_args,
@@ -61,26 +62,23 @@ logger = logging.getLogger(__name__)
 STAGE = "trrg-contrastive"
 DEFAULT_PRESET = "iu-xray"
 PROMPT_EMBEDS_NAME = "disease_prompt_embeds.safetensors"
-# Stage 2's tiny preset takes over this vision tower from a stage-1 folder, so both presets share one config.
-TINY_VISION_CONFIG = {
-    "model_type": "swin", "image_size": 64, "patch_size": 8, "embed_dim": 32, "depths": [1, 1], "num_heads": [2, 4],
-    "window_size": 4,
-}
+# The model settings are TrrgContrastiveConfig's presets; the stage adds its processor and training settings.
 PRESETS = {
     "tiny": {
-        "model": {
-            "vision_config": TINY_VISION_CONFIG,
-            "text_config": {
-                "model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                "intermediate_size": 128, "max_position_embeddings": 64,
-            },
-            "projection_dim": 32,
-        },
+        "model": CONTRASTIVE_PRESETS["tiny"],
         "processor": {"max_length": 32, "min_frequency": 1},
         "training": {"num_train_epochs": 5, "per_device_train_batch_size": 16, "learning_rate": 3e-4},
     },
-    "iu-xray": {"model": {}, "processor": {"max_length": 64, "min_frequency": 3}, "training": {"num_train_epochs": 30}},
-    "mimic-cxr": {"model": {}, "processor": {"max_length": 64, "min_frequency": 3}, "training": {"num_train_epochs": 10}},
+    "iu-xray": {
+        "model": CONTRASTIVE_PRESETS["iu-xray"],
+        "processor": {"max_length": 64, "min_frequency": 3},
+        "training": {"num_train_epochs": 30},
+    },
+    "mimic-cxr": {
+        "model": CONTRASTIVE_PRESETS["mimic-cxr"],
+        "processor": {"max_length": 64, "min_frequency": 3},
+        "training": {"num_train_epochs": 10},
+    },
 }
 TRAINING_DEFAULTS = {
     "learning_rate": 1e-4,

@@ -1,6 +1,6 @@
 """TRRG: disease-aware contrastive pre-training (stage 1) and clue-enhanced LLM report generation (stage 2)."""
 
-from .configuration_trrg import TrrgConfig, TrrgContrastiveConfig
+from .configuration_trrg import CONTRASTIVE_PRESETS, PRESETS, TrrgConfig, TrrgContrastiveConfig
 from .modeling_trrg import TrrgForConditionalGeneration, TrrgForContrastivePretraining, TrrgModel
 from .pipeline_trrg import TrrgReportPipeline
 
@@ -38,6 +38,8 @@ def register():
 
 
 __all__ = [
+    "CONTRASTIVE_PRESETS",
+    "PRESETS",
     "TrrgConfig",
     "TrrgContrastiveConfig",
     "TrrgForConditionalGeneration",

@@ -3,6 +3,8 @@
 Self-contained (torch/transformers only) because `save_pretrained` copies this file to the Hub as remote code.
 """
 
+import copy
+
 from transformers import AutoConfig, PreTrainedConfig
 
 # A copy of cxrgen.labels.CHEXPERT_OBSERVATIONS: the model folder may not import the package (remote code).
@@ -37,6 +39,44 @@ DEFAULT_OBSERVATION_PROMPTS = {
 # Swin-B/4 window 7 at 224 px (R2GenGPT's encoder): 7x7 patch tokens of width 1024.
 SWIN_BASE = {"model_type": "swin", "embed_dim": 128, "depths": [2, 2, 18, 2], "num_heads": [4, 8, 16, 32]}
 
+# Stage 2's `tiny` preset takes this vision tower over from a stage-1 folder, so both stages share one config.
+TINY_VISION_CONFIG = {
+    "model_type": "swin", "image_size": 64, "patch_size": 8, "embed_dim": 32, "depths": [1, 1], "num_heads": [2, 4],
+    "window_size": 4,
+}
+# Named model settings of the two stages (`from_preset`). "tiny" is a few-minute CPU model for pipeline checks;
+# "iu-xray" and "mimic-cxr" are the model defaults (Swin-B at 224 px; a BERT-base text tower at stage 1, transformers'
+# default Llama, 7B-sized, at stage 2), the datasets differing only in training settings. Sizes that come from a
+# tokenizer (vocab_size, pad/bos/eos and the <image>/<clue> token ids) are the caller's overrides.
+CONTRASTIVE_PRESETS = {
+    "tiny": {
+        "vision_config": TINY_VISION_CONFIG,
+        "text_config": {
+            "model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": 128, "max_position_embeddings": 64,
+        },
+        "projection_dim": 32,
+    },
+    "iu-xray": {},
+    "mimic-cxr": {},
+}
+PRESETS = {
+    "tiny": {
+        "vision_config": TINY_VISION_CONFIG,
+        "text_config": {
+            "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
+        },
+        "projection_dim": 32,
+        "num_query_tokens": 8,
+        "interaction_hidden_size": 64,
+        "interaction_layers": 1,
+        "interaction_heads": 4,
+    },
+    "iu-xray": {},
+    "mimic-cxr": {},
+}
+
 CLUE_SELECTIONS = ("threshold", "topk", "all")
 MULTI_VIEW_FUSIONS = ("concat", "mean")
 
@@ -51,6 +91,24 @@ def sub_config(value: dict | PreTrainedConfig | None, default: dict) -> PreTrain
         return value
     kwargs = dict(default if value is None else value)
     return AutoConfig.for_model(kwargs.pop("model_type", default["model_type"]), **kwargs)
+
+
+def preset_values(presets: dict, name: str, overrides: dict, owner: str) -> dict:
+    """Config kwargs of preset `name` updated by `overrides`: a sub-config mapping is merged into the preset's unless
+    it names another `model_type`; any other override (a config object included) replaces the preset's value."""
+    if name not in presets:
+        raise ValueError(f"Unknown {owner} preset {name!r}: expected one of {sorted(presets)}")
+    values = copy.deepcopy(presets[name])
+    for key, value in overrides.items():
+        previous = values.get(key)
+        if (
+            isinstance(value, dict)
+            and isinstance(previous, dict)
+            and value.get("model_type", previous.get("model_type")) == previous.get("model_type")
+        ):
+            value = {**previous, **value}
+        values[key] = value
+    return values
 
 
 def _check_observations(config):
@@ -104,6 +162,12 @@ class TrrgContrastiveConfig(PreTrainedConfig):
                 )
         if self.finding_sentence_weight <= 0:
             raise ValueError(f"TrrgContrastiveConfig.finding_sentence_weight must be > 0, got {self.finding_sentence_weight}")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "TrrgContrastiveConfig":
+        """Build a named configuration ("tiny", "iu-xray", "mimic-cxr"; see `CONTRASTIVE_PRESETS`); keyword
+        overrides win (a `vision_config` / `text_config` mapping is merged into the preset's)."""
+        return cls(**preset_values(CONTRASTIVE_PRESETS, name, overrides, "TRRG contrastive"))
 
     def disease_prompts(self):
         """Return, per observation, the lists of positive and negative prompt sentences."""
@@ -181,6 +245,13 @@ class TrrgConfig(PreTrainedConfig):
         if self.disease_loss_weight < 0:
             raise ValueError(f"TrrgConfig.disease_loss_weight must be >= 0, got {self.disease_loss_weight}")
 
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "TrrgConfig":
+        """Build a named configuration ("tiny", "iu-xray", "mimic-cxr"; see `PRESETS`); keyword overrides win (a
+        `vision_config` / `text_config` mapping is merged into the preset's). Pass the tokenizer's `image_token_id`,
+        `clue_token_id` and the LLM's `vocab_size` / special token ids (in `text_config`) as overrides."""
+        return cls(**preset_values(PRESETS, name, overrides, "TRRG"))
+
     def thresholds(self):
         """Per-observation clue thresholds (a single `clue_threshold` applies to every observation)."""
         if isinstance(self.clue_threshold, (int, float)):
@@ -198,4 +269,11 @@ class TrrgConfig(PreTrainedConfig):
         return self.clue_top_k if self.clue_selection == "topk" else len(self.observation_names)
 
 
-__all__ = ["CHEXPERT_OBSERVATIONS", "TrrgConfig", "TrrgContrastiveConfig"]
+__all__ = [
+    "CHEXPERT_OBSERVATIONS",
+    "CONTRASTIVE_PRESETS",
+    "PRESETS",
+    "TINY_VISION_CONFIG",
+    "TrrgConfig",
+    "TrrgContrastiveConfig",
+]
