@@ -4,7 +4,8 @@ from importlib.metadata import version as _installed_version
 
 from packaging.version import Version as _Version
 
-# The oldest transformers release the whole test suite passes on; setup.py reads it from here, CI tests it.
+# The oldest transformers release the whole test suite passes on: pyproject.toml declares the same floor (a test
+# checks), CI installs it.
 MIN_TRANSFORMERS_VERSION = "5.18.0"
 
 if not _Version(MIN_TRANSFORMERS_VERSION) <= _Version(_installed_version("transformers")) < _Version("6"):
