@@ -98,9 +98,9 @@ def generate_reports(generator, studies, batch_size=16, num_beams=None, max_new_
             reports = generator.processor.post_process_generation(generated)
             results.extend({"report": report} for report in reports)
         else:
-            reports = generator.processor.decode_reports(generated, inputs["input_ids"].shape[1])
+            reports = generator.processor.post_process_generation(generated, inputs["input_ids"].shape[1])
             findings = generator.model.structured_findings(inputs["pixel_values"], inputs.get("pixel_mask"))
-            results.extend({"report": report.strip(), **found} for report, found in zip(reports, findings))
+            results.extend({"report": report, **found} for report, found in zip(reports, findings))
     return results
 
 

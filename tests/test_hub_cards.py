@@ -104,6 +104,8 @@ def test_card_body_states_research_use_phantom_data_citation_and_usage():
     assert f'AutoProcessor.from_pretrained("{repo}", trust_remote_code=True)' in text
     assert f'pipeline("image-to-text", model="{repo}", trust_remote_code=True)' in text
     assert '[["frontal.png", "lateral.png"]]' in text
+    # Both processors drop what is not the report (TRRG's prompt, CMCRL's [BOS]); batch_decode would print the prompt.
+    assert "print(processor.post_process_generation(generated)[0])" in text and "batch_decode" not in text
 
 
 def test_card_for_real_data_trrg_without_metrics():

@@ -128,9 +128,20 @@ def test_stage2_built_from_parts_carries_stage1_perception(tmp_path):
     pv = pixels(2)
     expected = stage1.zero_shot(pv, tokenizer=tokenizer)
     with torch.no_grad():
-        torch.testing.assert_close(model.perceive(pv).disease_probs, expected)
+        torch.testing.assert_close(model.get_image_features(pv).disease_probs, expected)
     ids = prompt_ids(model.config, [10, 11])
     assert model(input_ids=ids, pixel_values=pv[:1]).logits.shape[-1] == causal_lm.config.vocab_size
+    tied = TrrgForConditionalGeneration.from_parts(
+        tmp_path / "lm",
+        vision_encoder=vision_config(),
+        tie_word_embeddings=True,  # the LLM's own lm_head is dropped, not copied over its input embeddings
+        image_token_id=IMAGE_ID,
+        clue_token_id=5,
+        interaction_heads=4,
+        interaction_hidden_size=32,
+    )
+    assert tied.lm_head.weight is tied.get_input_embeddings().weight
+    torch.testing.assert_close(tied.lm_head.weight, causal_lm.get_input_embeddings().weight)
 
     vision = AutoModel.from_config(vision_config())
     vision.save_pretrained(tmp_path / "vision")

@@ -85,7 +85,7 @@ def test_zero_all_and_mixed_clue_counts_in_one_batch(selection, monkeypatch):
     pv = pixels(3)
     with torch.no_grad():
         out = model(input_ids=ids, pixel_values=pv)
-        perception = model.perceive(pv)
+        perception = model.get_image_features(pv)
     slots = model.config.num_clue_tokens
     expected = {"threshold": [0, 14, 3], "all": [14, 14, 14], "topk": [5, 5, 5]}[selection]
     assert out.clue_mask.sum(1).tolist() == expected
@@ -141,7 +141,7 @@ def test_padded_view_equals_single_view(fusion):
 def test_zero_shot_probabilities_shape_and_range():
     model = make_model()
     with torch.no_grad():
-        probs = model.perceive(pixels(3), torch.tensor([[1, 1], [1, 0], [0, 1]])).disease_probs
+        probs = model.get_image_features(pixels(3), torch.tensor([[1, 1], [1, 0], [0, 1]])).disease_probs
     assert probs.shape == (3, 14)
     assert ((probs >= 0) & (probs <= 1)).all()
 
@@ -234,3 +234,138 @@ def test_zero_shot_head_stays_frozen_after_reloading(tmp_path):
         head = candidate.model.zero_shot_head
         assert not any(p.requires_grad for p in head.parameters())
         assert any(p.requires_grad for p in candidate.model.projector.parameters())
+
+
+def train_one_step(tmp_path, data, batch_size, accumulation):
+    """One optimizer step of a plain HF Trainer (SGD, lr 1) from the same seed: the update and the logged loss."""
+    from transformers import Trainer, TrainingArguments
+
+    config = trrg_config(disease_loss_weight=1.0)
+    config.vision_config.drop_path_rate = 0.0  # the two runs draw random numbers in different orders
+    torch.manual_seed(0)
+    model = TrrgForConditionalGeneration(config)
+    before = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    args = TrainingArguments(
+        output_dir=str(tmp_path / f"ga{accumulation}"),
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        learning_rate=1.0,
+        optim="sgd",
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=data)
+    trainer.train()
+    update = {name: p.detach() - before[name] for name, p in model.named_parameters() if name in before}
+    return update, trainer.state.log_history[0]["loss"]
+
+
+def test_trainer_gradient_accumulation_scales_lm_and_disease_loss_alike(tmp_path):
+    config = trrg_config()
+    generator = torch.Generator().manual_seed(0)
+    data = []
+    for row in range(4):  # as many report tokens in every study: then 4 accumulated steps equal one batch of 4
+        report = torch.randint(6, 40, (6,), generator=generator)
+        ids = torch.cat([prompt_ids(config, [])[0], report])
+        labels = ids.masked_fill(torch.arange(len(ids)) < len(ids) - len(report), -100)
+        codes = torch.zeros(14, dtype=torch.long)
+        codes[row + 1] = 1
+        data.append(
+            {
+                "input_ids": ids,
+                "attention_mask": torch.ones_like(ids),
+                "labels": labels,
+                "pixel_values": pixels(1, seed=row)[0],
+                "pixel_mask": torch.tensor([1, row % 2]),
+                "disease_labels": codes,
+            }
+        )
+    large_batch, large_loss = train_one_step(tmp_path, data, batch_size=4, accumulation=1)
+    accumulated, accumulated_loss = train_one_step(tmp_path, data, batch_size=1, accumulation=4)
+    assert accumulated_loss == pytest.approx(large_loss, rel=1e-5)
+    assert large_batch["model.disease_head.weight"].abs().sum() > 0 and large_batch["lm_head.weight"].abs().sum() > 0
+    for name, update in large_batch.items():
+        torch.testing.assert_close(accumulated[name], update, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_explicit_num_items_in_batch_is_refused():
+    model = make_model()
+    ids = prompt_ids(model.config, TEXT)
+    labels = ids.masked_fill((ids == IMAGE_ID) | (ids == CLUE_ID), -100)
+    assert TrrgForConditionalGeneration.accepts_loss_kwargs is False
+    with pytest.raises(ValueError, match="num_items_in_batch"):
+        model(input_ids=ids, pixel_values=pixels(), labels=labels, num_items_in_batch=torch.tensor(5))
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])  # input embeddings named embed_tokens / wte
+def test_tie_word_embeddings_shares_one_tensor_after_init_and_reload(arch, tmp_path):
+    untied = make_model(arch)
+    assert untied.lm_head.weight is not untied.get_input_embeddings().weight
+    model = make_model(arch, tie_word_embeddings=True)
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+    model.save_pretrained(tmp_path)
+    loaded = TrrgForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert loaded.lm_head.weight is loaded.get_input_embeddings().weight
+    torch.testing.assert_close(loaded.lm_head.weight, model.lm_head.weight)
+    ids = prompt_ids(model.config, TEXT)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(input_ids=ids, pixel_values=pixels()).logits, model(input_ids=ids, pixel_values=pixels()).logits
+        )
+
+
+def test_image_features_and_placeholder_masks_follow_the_transformers_vlm_api():
+    model = make_model()
+    ids = prompt_ids(model.config, TEXT, batch=2)
+    pv, pm = pixels(2), torch.tensor([[1, 1], [1, 0]])
+    with torch.no_grad():
+        features = model.get_image_features(pv, pm)
+        assert features.image_embeds.shape == (2, 4, 32) and features.clue_embeds.shape == (2, 14, 32)
+        embeds = model.get_input_embeddings()(ids)
+        image_mask, clue_mask = model.get_placeholder_mask(ids, embeds, features)
+        assert image_mask.shape == clue_mask.shape == (2, ids.shape[1], 1)
+        assert torch.equal(image_mask[..., 0], ids == IMAGE_ID) and torch.equal(clue_mask[..., 0], ids == CLUE_ID)
+        # without input_ids the placeholders are found by their embedding, as in llava
+        by_embedding = model.get_placeholder_mask(None, embeds, features)
+        assert all(torch.equal(a, b) for a, b in zip(by_embedding, (image_mask, clue_mask)))
+        merged = model.scatter_image_features(ids, embeds, features)
+        assert torch.equal(merged[image_mask[..., 0]], features.image_embeds.flatten(0, 1))
+        from_ids = model(input_ids=ids, pixel_values=pv, pixel_mask=pm).logits
+        from_embeds = model(inputs_embeds=embeds, pixel_values=pv, pixel_mask=pm).logits
+        torch.testing.assert_close(from_embeds, from_ids)
+        with pytest.raises(ValueError, match="image features of 1 studies for 2 sequences"):
+            model.get_placeholder_mask(ids, embeds, model.get_image_features(pv[:1], pm[:1]))
+
+
+def test_return_dict_false_gives_tuples():
+    model = make_model()
+    ids = prompt_ids(model.config, TEXT)
+    labels = ids.masked_fill((ids == IMAGE_ID) | (ids == CLUE_ID), -100)
+    with torch.no_grad():
+        out = model(input_ids=ids, pixel_values=pixels(), labels=labels)
+        as_tuple = model(input_ids=ids, pixel_values=pixels(), labels=labels, return_dict=False)
+        backbone = model.model(input_ids=ids, pixel_values=pixels())
+        backbone_tuple = model.model(input_ids=ids, pixel_values=pixels(), return_dict=False)
+    assert isinstance(as_tuple, tuple) and isinstance(backbone_tuple, tuple)
+    assert len(as_tuple) == len(out.to_tuple())
+    assert all(torch.equal(a, b) for a, b in zip(as_tuple, out.to_tuple()) if isinstance(a, torch.Tensor))
+    torch.testing.assert_close(as_tuple[0], out.loss)
+    torch.testing.assert_close(backbone_tuple[0], backbone.last_hidden_state)
+
+
+def test_init_leaves_the_callers_config_untouched():
+    config = trrg_config()
+    before = config.to_dict()
+    model = TrrgForConditionalGeneration(config)
+    assert config.to_dict() == before
+    assert getattr(config, "auto_map", None) is None and getattr(config, "custom_pipelines", None) is None
+    assert model.config.auto_map["AutoModel"] == "modeling_trrg.TrrgForConditionalGeneration"
+    assert "image-to-text" in model.config.custom_pipelines

@@ -109,7 +109,28 @@ def test_processor_round_trip_and_model_generation(tmp_path):
     model = TrrgForConditionalGeneration(config).eval()
     batch = loaded(images=[[image(0), image(1)], [image(2)]])
     generated = model.generate(**batch, max_new_tokens=5)
-    reports = loaded.decode_reports(generated, batch["input_ids"].shape[1])
-    assert len(reports) == 2 and all(isinstance(r, str) for r in reports)
+    reports = loaded.post_process_generation(generated)
+    assert reports == loaded.post_process_generation(generated, prompt_length=batch["input_ids"].shape[1])
+    assert reports == loaded.post_process_generation(generated[:, batch["input_ids"].shape[1] :], prompt_length=0)
+    assert len(reports) == 2 and all(reports) and not any(PROMPT in r for r in reports)
     with pytest.raises(ValueError, match="config expects"):
         TrrgProcessor.for_model(trrg_config(image_token_id=7), CxrImageProcessor(), build_tokenizer())
+
+
+def test_post_process_generation_drops_the_fixed_length_default_prompt():
+    processor = make_processor()
+    tokenizer = processor.tokenizer
+    reports = [REPORT, "lungs are clear ."]
+    for images in ([[image(0), image(1)], [image(2)]], [image(3), image(4)]):  # mixed and single views
+        prompts = processor(images=images)["input_ids"]
+        continuation = tokenizer(reports, add_special_tokens=False, padding=True, return_tensors="pt")["input_ids"]
+        eos = torch.full((2, 1), tokenizer.eos_token_id)
+        generated = torch.cat([prompts, continuation, eos], dim=1)  # what generate returns: prompt, then report
+        assert processor.post_process_generation(generated) == reports
+        assert processor.post_process_generation(generated.tolist(), prompts.shape[1]) == reports
+        assert processor.post_process_generation(generated, prompts.shape[1]) == reports
+    custom = processor(images=[image(0)], text=["<s><image> generate"])["input_ids"]
+    with pytest.raises(ValueError, match="prompt_length=inputs"):
+        processor.post_process_generation(torch.cat([custom, continuation[:1]], dim=1))
+    with pytest.raises(ValueError, match="default prompt"):
+        processor.post_process_generation(continuation)  # report ids alone: say so with prompt_length=0

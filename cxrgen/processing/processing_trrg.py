@@ -1,8 +1,9 @@
 """TrrgProcessor: chest X-ray studies + the LLM's tokenizer -> TRRG prompts, training targets and labels.
 
-Self-contained (transformers and sibling single-dot imports) because it travels to the Hub as remote code.
+Self-contained (torch, transformers and sibling single-dot imports) because it travels to the Hub as remote code.
 """
 
+import torch
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
@@ -103,7 +104,15 @@ class TrrgProcessor(ProcessorMixin):
             start += int(views)
         if image_idx not in first_views:
             return ""
+        return self._placeholders()
+
+    def _placeholders(self):
         return self.image_token * self.num_query_tokens + self.clue_token * self.num_clue_tokens
+
+    def _default_prompt_ids(self) -> list[int]:
+        """Token ids of the default prompt, the same for every study: its views share one placeholder block."""
+        text = self.build_prompts([None])[0].replace(self.image_token, self._placeholders(), 1)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def __call__(self, images=None, text=None, reports=None, **kwargs):
         """Prompts (left-padded) or, with `reports`, training sequences with `labels` (right-padded)."""
@@ -170,9 +179,24 @@ class TrrgProcessor(ProcessorMixin):
                 batch[key] = prompts[key]
         return BatchFeature(batch, tensor_type=return_tensors)
 
-    def decode_reports(self, generated_ids, prompt_length):
-        """Report texts from `generate()` output: the prompt and special tokens are dropped."""
-        return self.tokenizer.batch_decode(generated_ids[:, prompt_length:], skip_special_tokens=True)
+    def post_process_generation(self, generated_ids, prompt_length: int | None = None) -> list[str]:
+        """Report texts from `generate()` output (the prompt, then the report): prompt and special tokens dropped.
+
+        `prompt_length` is the width of the `input_ids` given to `generate` (0 for ids without the prompt). Left out,
+        the ids must start with this processor's default prompt, whose length is fixed; anything else (a custom
+        `text`, ids without their prompt) raises rather than guessing where the report starts.
+        """
+        generated_ids = torch.as_tensor(generated_ids)
+        if prompt_length is None:
+            prompt = torch.tensor(self._default_prompt_ids(), dtype=generated_ids.dtype, device=generated_ids.device)
+            prompt_length = len(prompt)
+            if generated_ids.shape[1] < prompt_length or not (generated_ids[:, :prompt_length] == prompt).all():
+                raise ValueError(
+                    "generated_ids do not start with this processor's default prompt; pass "
+                    "prompt_length=inputs['input_ids'].shape[1] (the prompt width given to generate)"
+                )
+        reports = self.tokenizer.batch_decode(generated_ids[:, prompt_length:], skip_special_tokens=True)
+        return [report.strip() for report in reports]
 
     @property
     def model_input_names(self):

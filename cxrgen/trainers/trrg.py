@@ -143,7 +143,7 @@ def split_prompts(input_ids, attention_mask, labels, pad_token_id):
 
 class GeneratedReports:
     """``post_process_generation`` for ``report_metrics``: :class:`TrrgTrainer` returns report ids without the prompt,
-    padded with -100 across batches; they are decoded with the processor's ``decode_reports``."""
+    padded with -100 across batches; the processor decodes them as ids without a prompt."""
 
     def __init__(self, processor):
         self.processor = processor
@@ -151,7 +151,7 @@ class GeneratedReports:
     def post_process_generation(self, generated_ids):
         ids = np.asarray(generated_ids)
         ids = torch.as_tensor(np.where(ids == IGNORE_INDEX, self.processor.tokenizer.pad_token_id, ids))
-        return [report.strip() for report in self.processor.decode_reports(ids, 0)]
+        return self.processor.post_process_generation(ids, prompt_length=0)
 
 
 class TrrgTrainer(CheckpointReloadMixin, Trainer):
@@ -160,9 +160,6 @@ class TrrgTrainer(CheckpointReloadMixin, Trainer):
     def __init__(self, *args, generation_kwargs=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.generation_kwargs = dict(generation_kwargs or {})
-        # The loss adds a batch-mean disease loss to the LM loss, so it must be averaged over gradient accumulation
-        # steps by the Trainer rather than normalised by num_items_in_batch (which only fits a token-summed loss).
-        self.model_accepts_loss_kwargs = False
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         if prediction_loss_only or not self.args.predict_with_generate:

@@ -18,7 +18,8 @@ Stage 1 (`TrrgForContrastivePretraining`)
     are embedded, averaged per polarity and renormalised; p = softmax(scale * [cos(v, t+), cos(v, t-)])[0].
 
 Stage 2 (`TrrgForConditionalGeneration`, the transformers 5 VLM layout: `model` = `TrrgModel` backbone returning
-`last_hidden_state`, separate untied `lm_head`, the LLM at `model.language_model`)
+`last_hidden_state`, an `lm_head` tied to the LLM's input embeddings only with `tie_word_embeddings`, the LLM at
+`model.language_model`)
   * Vision tower (any transformers vision encoder) -> per view the patch tokens plus the pooled global token,
     mapped to the interaction width by an MLP projector (Linear-act-Linear-LayerNorm). Only real views are
     encoded.
@@ -40,11 +41,13 @@ Stage 2 (`TrrgForConditionalGeneration`, the transformers 5 VLM layout: `model` 
     targets) and added to the LM loss with weight `disease_loss_weight`.
   * The processor writes `<image>` x num_query_tokens and `<clue>` x num_clue_tokens placeholders; the model
     scatters the embeddings into them (`masked_scatter`), a count mismatch raises, and both ids are suppressed in
-    generation. `perceive()` / `structured_findings()` give the per-observation probabilities and the clues used.
+    generation. `get_image_features()` (the whole vision side, run once per prompt) / `structured_findings()` give
+    the per-observation probabilities and the clues used.
 
 Self-contained (torch/transformers and sibling single-dot imports) because it is copied to the Hub as remote code.
 """
 
+import copy
 import functools
 import math
 import os
@@ -57,7 +60,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, Generat
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_trrg import TrrgConfig, TrrgContrastiveConfig
 from .pipeline_trrg import TrrgReportPipeline
@@ -525,8 +528,13 @@ class TrrgModel(TrrgPreTrainedModel):
     def set_input_embeddings(self, value):
         self.language_model.set_input_embeddings(value)
 
-    def perceive(self, pixel_values, pixel_mask=None):
-        """Vision side of the model: visual tokens, clues and structured findings for (B, V, C, H, W) pixels."""
+    def get_image_features(
+        self, pixel_values: torch.FloatTensor, pixel_mask: torch.Tensor | None = None
+    ) -> TrrgPerception:
+        """The whole vision side: visual tokens and clues for the placeholders, plus the structured findings.
+
+        `pixel_values` (B, V, C, H, W) or (B, C, H, W); `pixel_mask` (B, V) is 1 for real views, 0 for padding.
+        """
         pixel_values, view_mask = _check_pixel_inputs(pixel_values, pixel_mask)
         patch, glob = _encode_views(self.vision_tower, pixel_values, view_mask)
         probs = torch.sigmoid(self.zero_shot_head(glob, view_mask))
@@ -553,21 +561,42 @@ class TrrgModel(TrrgPreTrainedModel):
             clue_mask=clue_mask,
         )
 
-    def _scatter_placeholders(self, input_ids, inputs_embeds, perception):
+    def get_placeholder_mask(
+        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.FloatTensor, image_features: TrrgPerception
+    ) -> tuple[torch.BoolTensor, torch.BoolTensor]:
+        """(B, L, 1) masks of the `<image>` and `<clue>` placeholders, found by token id or, without `input_ids`, by
+        their embedding; raises unless every sequence has one slot per visual token and one per clue."""
+        studies, sequences = image_features.image_embeds.shape[0], inputs_embeds.shape[0]
+        if studies != sequences:
+            raise ValueError(f"image features of {studies} studies for {sequences} sequences")
+        masks = []
         for token_id, name, features in (
-            (self.config.image_token_id, "<image>", perception.image_embeds),
-            (self.config.clue_token_id, "<clue>", perception.clue_embeds),
+            (self.config.image_token_id, "<image>", image_features.image_embeds),
+            (self.config.clue_token_id, "<clue>", image_features.clue_embeds),
         ):
-            mask = input_ids == token_id
+            if input_ids is None:
+                placeholder = self.get_input_embeddings()(torch.tensor(token_id, device=inputs_embeds.device))
+                mask = (inputs_embeds == placeholder).all(-1)
+            else:
+                mask = input_ids == token_id
             counts = mask.sum(1)
             if (counts != features.shape[1]).any():
                 raise ValueError(
                     f"Every sequence needs exactly {features.shape[1]} {name} placeholder tokens (id {token_id}), "
                     f"found {counts.tolist()}; build the inputs with TrrgProcessor for this model's config"
                 )
-            inputs_embeds = inputs_embeds.masked_scatter(mask[..., None], features.to(inputs_embeds.dtype))
-        return inputs_embeds
+            masks.append(mask[..., None].to(inputs_embeds.device))
+        return masks[0], masks[1]
 
+    def scatter_image_features(
+        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.FloatTensor, image_features: TrrgPerception
+    ) -> torch.FloatTensor:
+        """`inputs_embeds` with the visual tokens and clues of `get_image_features` written into their placeholders."""
+        image_mask, clue_mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_features)
+        inputs_embeds = inputs_embeds.masked_scatter(image_mask, image_features.image_embeds.to(inputs_embeds))
+        return inputs_embeds.masked_scatter(clue_mask, image_features.clue_embeds.to(inputs_embeds))
+
+    @can_return_tuple
     @accepts_either_cache_name
     def forward(
         self,
@@ -583,20 +612,19 @@ class TrrgModel(TrrgPreTrainedModel):
     ):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
-        kwargs.pop("return_dict", None)  # the backbone always returns its output dataclass
-        perception = None
-        if pixel_values is not None:
-            if input_ids is None:
-                raise ValueError("pixel_values need input_ids: the placeholders are found by token id")
-            if pixel_values.shape[0] != input_ids.shape[0]:
-                raise ValueError(f"pixel_values has {pixel_values.shape[0]} studies for {input_ids.shape[0]} sequences")
-            perception = self.perceive(pixel_values, pixel_mask)
-            inputs_embeds = self._scatter_placeholders(input_ids, self.get_input_embeddings()(input_ids), perception)
-        elif input_ids is not None:
+        if inputs_embeds is None:
             placeholders = (input_ids == self.config.image_token_id) | (input_ids == self.config.clue_token_id)
-            if placeholders.any():
+            if pixel_values is None and placeholders.any():
                 raise ValueError("input_ids contain <image>/<clue> placeholders but no pixel_values were given")
             inputs_embeds = self.get_input_embeddings()(input_ids)
+        image_features = None
+        if pixel_values is not None:
+            if pixel_values.shape[0] != inputs_embeds.shape[0]:
+                raise ValueError(
+                    f"pixel_values has {pixel_values.shape[0]} studies for {inputs_embeds.shape[0]} sequences"
+                )
+            image_features = self.get_image_features(pixel_values, pixel_mask)
+            inputs_embeds = self.scatter_image_features(input_ids, inputs_embeds, image_features)
 
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,
@@ -606,7 +634,7 @@ class TrrgModel(TrrgPreTrainedModel):
             **{CACHE_FIELD: cache},
             **kwargs,
         )
-        found = perception if perception is not None else TrrgPerception()
+        found = image_features if image_features is not None else TrrgPerception()
         return TrrgModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
             **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
@@ -664,13 +692,17 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
         "lm_head",
     )
 
+    # The loss is a token-mean LM loss plus a study-mean disease loss. The Trainer's `num_items_in_batch` (label tokens
+    # of the whole accumulated batch) fits the LM term only: dividing the disease term by it as well would weight each
+    # study's findings by the length of its report. So the Trainer gets per-batch means and averages them over the
+    # accumulation steps, which matches one large batch whenever the micro-batches hold as many label tokens.
+    accepts_loss_kwargs = False
+
     def __init__(self, config: TrrgConfig):
-        super().__init__(config)
-        self.model = TrrgModel(config)
-        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
-        self.post_init()
-        # Every save must load remotely as AutoModel and as the "image-to-text" pipeline; the pipeline file travels
-        # with the code because this module imports it.
+        # Written on a copy, so that the caller's config object is left as it was. Every save must load remotely as
+        # AutoModel and as the "image-to-text" pipeline; the pipeline file travels with the code because this module
+        # imports it.
+        config = copy.deepcopy(config)
         module = __name__.rsplit(".", 1)[-1]
         config.auto_map = {"AutoModel": f"{module}.{type(self).__name__}", **(getattr(config, "auto_map", None) or {})}
         config.custom_pipelines = {
@@ -680,6 +712,15 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
                 "type": "multimodal",
             }
         }
+        super().__init__(config)
+        self.model = TrrgModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        # The LLM's embedding module is named by its architecture (embed_tokens, wte, ...); transformers ties the
+        # pair only when config.tie_word_embeddings is set.
+        embeddings = self.model.get_input_embeddings()
+        name = next(path for path, sub in self.model.language_model.named_modules() if sub is embeddings)
+        self._tied_weights_keys = {"lm_head.weight": f"model.language_model.{name}.weight"}
+        self.post_init()
         placeholders = [config.image_token_id, config.clue_token_id]
         suppressed = list(self.generation_config.suppress_tokens or [])
         self.generation_config.suppress_tokens = suppressed + [t for t in placeholders if t not in suppressed]
@@ -702,21 +743,47 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
         # gpt2's MLP also has a c_proj: require an attention block in the path
         return rf".*language_model\..*(attn|attention)\.({names})"
 
-    def perceive(self, pixel_values, pixel_mask=None):
-        """See `TrrgModel.perceive`."""
-        return self.model.perceive(pixel_values, pixel_mask)
+    def get_image_features(
+        self, pixel_values: torch.FloatTensor, pixel_mask: torch.Tensor | None = None
+    ) -> TrrgPerception:
+        """See `TrrgModel.get_image_features`."""
+        return self.model.get_image_features(pixel_values, pixel_mask)
+
+    def get_placeholder_mask(
+        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.FloatTensor, image_features: TrrgPerception
+    ) -> tuple[torch.BoolTensor, torch.BoolTensor]:
+        """See `TrrgModel.get_placeholder_mask`."""
+        return self.model.get_placeholder_mask(input_ids, inputs_embeds, image_features)
+
+    def scatter_image_features(
+        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.FloatTensor, image_features: TrrgPerception
+    ) -> torch.FloatTensor:
+        """See `TrrgModel.scatter_image_features`."""
+        return self.model.scatter_image_features(input_ids, inputs_embeds, image_features)
 
     @torch.no_grad()
-    def structured_findings(self, pixel_values, pixel_mask=None):
-        """Per study: {"probabilities": {observation: p}, "clues": [{observation, polarity, probability}, ...]}."""
-        perception = self.perceive(pixel_values, pixel_mask)
+    def structured_findings(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        image_features: TrrgPerception | None = None,
+    ) -> list[dict]:
+        """Per study: {"probabilities": {observation: p}, "clues": [{observation, polarity, probability}, ...]}.
+
+        From the pixels, or from `image_features` already computed by `get_image_features` (any mapping with its
+        disease_probs, clue_ids, clue_polarity and clue_mask), so that the vision side does not run twice.
+        """
+        if (pixel_values is None) == (image_features is None):
+            raise ValueError("structured_findings takes pixel_values or image_features, exactly one of them")
+        if image_features is None:
+            image_features = self.get_image_features(pixel_values, pixel_mask)
         names = list(self.config.observation_names)
         studies = []
         for probs, ids, polarity, mask in zip(
-            perception.disease_probs.float().tolist(),
-            perception.clue_ids.tolist(),
-            perception.clue_polarity.tolist(),
-            perception.clue_mask.tolist(),
+            image_features["disease_probs"].float().tolist(),
+            image_features["clue_ids"].tolist(),
+            image_features["clue_polarity"].tolist(),
+            image_features["clue_mask"].tolist(),
         ):
             clues = [
                 {"observation": names[i], "polarity": "positive" if pol else "negative", "probability": probs[i]}
@@ -726,6 +793,7 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
             studies.append({"probabilities": dict(zip(names, probs)), "clues": clues})
         return studies
 
+    @can_return_tuple
     @accepts_either_cache_name
     def forward(
         self,
@@ -743,6 +811,11 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
         **kwargs,
     ):
         """Causal LM forward; `labels` (-100 = ignored) give the LM loss, `disease_labels` (B, D) the consistency loss."""
+        if "num_items_in_batch" in kwargs:
+            raise ValueError(
+                "the TRRG loss is a per-batch mean (accepts_loss_kwargs = False): num_items_in_batch would rescale "
+                "its LM term but not its disease term"
+            )
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -752,6 +825,7 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -849,7 +923,8 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
         with torch.no_grad():
             if language is not None:
                 model.model.language_model.load_state_dict(language.base_model.state_dict())
-                model.lm_head.weight.copy_(language.get_output_embeddings().weight)
+                if not model.config.tie_word_embeddings:  # tied, lm_head already is the loaded input embedding
+                    model.lm_head.weight.copy_(language.get_output_embeddings().weight)
             if vision is not None:
                 model.model.vision_tower.load_state_dict(vision.state_dict())
         if contrastive_model is not None:
