@@ -55,8 +55,11 @@ def measure(args) -> dict:
                 use_cache=args.part == "generate_cache",
             )
             seconds = time.perf_counter() - start
-        result.update(seconds=round(seconds, 2), studies_per_second=round(args.batch_size / seconds, 3),
-                      generated_length=generated.shape[1])
+        result.update(
+            seconds=round(seconds, 2),
+            studies_per_second=round(args.batch_size / seconds, 3),
+            generated_length=generated.shape[1],
+        )
     else:
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -118,8 +121,20 @@ def main():
         "parameters": parameter_counts(),
     }
     for part in ("generate_cache", "generate_no_cache", "train_step"):
-        command = [sys.executable, __file__, "--part", part, "--batch-size", str(args.batch_size),
-                   "--num-beams", str(args.num_beams), "--max-length", str(args.max_length), "--threads", str(args.threads)]
+        command = [
+            sys.executable,
+            __file__,
+            "--part",
+            part,
+            "--batch-size",
+            str(args.batch_size),
+            "--num-beams",
+            str(args.num_beams),
+            "--max-length",
+            str(args.max_length),
+            "--threads",
+            str(args.threads),
+        ]
         completed = subprocess.run(command, capture_output=True, text=True, check=True)
         report[part] = json.loads(completed.stdout.strip().splitlines()[-1])
     print(json.dumps(report, indent=2))

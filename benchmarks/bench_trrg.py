@@ -19,18 +19,41 @@ import time
 PRESETS = {
     "tiny": {
         "vision": dict(image_size=32, patch_size=8, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=2),
-        "text": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=2, vocab_size=128),
-        "trrg": dict(num_query_tokens=4, interaction_hidden_size=32, interaction_layers=1, interaction_heads=4,
-                     projection_dim=16),
+        "text": dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=128,
+        ),
+        "trrg": dict(
+            num_query_tokens=4,
+            interaction_hidden_size=32,
+            interaction_layers=1,
+            interaction_heads=4,
+            projection_dim=16,
+        ),
     },
     "base100m": {  # Swin-T vision tower, Llama-style LLM of ~106M parameters
-        "vision": dict(image_size=224, patch_size=4, embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
-                       window_size=7),
-        "text": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=8, num_attention_heads=12,
-                     num_key_value_heads=12, vocab_size=32000),
-        "trrg": dict(num_query_tokens=32, interaction_hidden_size=768, interaction_layers=2, interaction_heads=8,
-                     projection_dim=512),
+        "vision": dict(
+            image_size=224, patch_size=4, embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7
+        ),
+        "text": dict(
+            hidden_size=768,
+            intermediate_size=2048,
+            num_hidden_layers=8,
+            num_attention_heads=12,
+            num_key_value_heads=12,
+            vocab_size=32000,
+        ),
+        "trrg": dict(
+            num_query_tokens=32,
+            interaction_hidden_size=768,
+            interaction_layers=2,
+            interaction_heads=8,
+            projection_dim=512,
+        ),
     },
 }
 BATCH, VIEWS, PROMPT_WORDS, REPORT_TOKENS, NEW_TOKENS = 2, 2, 16, 60, 32
@@ -62,12 +85,23 @@ def _measure(preset, mode, threads, steps, queue):
     torch.set_num_threads(threads)
     model, input_ids, pixel_values = _build(preset)
     llm_params = sum(p.numel() for p in model.model.language_model.parameters()) + model.lm_head.weight.numel()
-    result = {"preset": preset, "mode": mode, "params_total_m": sum(p.numel() for p in model.parameters()) / 1e6,
-              "params_llm_m": llm_params / 1e6, "rss_after_build_mib": _rss_mib()}
+    result = {
+        "preset": preset,
+        "mode": mode,
+        "params_total_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "params_llm_m": llm_params / 1e6,
+        "rss_after_build_mib": _rss_mib(),
+    }
     if mode == "generate":
         model.eval()
-        kwargs = dict(input_ids=input_ids, pixel_values=pixel_values, attention_mask=torch.ones_like(input_ids),
-                      max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+        kwargs = dict(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,
+            do_sample=False,
+        )
         with torch.no_grad():
             model.generate(**{**kwargs, "max_new_tokens": 2, "min_new_tokens": 2})  # warm-up
             times = []
@@ -81,8 +115,12 @@ def _measure(preset, mode, threads, steps, queue):
         if mode == "train_lora":
             from peft import LoraConfig, get_peft_model
 
-            lora = LoraConfig(r=16, lora_alpha=32, target_modules=model.lora_target_modules(),
-                              modules_to_save=list(model.lora_trainable_modules))
+            lora = LoraConfig(
+                r=16,
+                lora_alpha=32,
+                target_modules=model.lora_target_modules(),
+                modules_to_save=list(model.lora_trainable_modules),
+            )
             model = get_peft_model(model, lora)
         model.train()
         report = torch.randint(10, 100, (BATCH, REPORT_TOKENS))
@@ -158,8 +196,12 @@ def markdown(results, threads):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
-    parser.add_argument("--modes", nargs="+", default=["generate", "train_full", "train_lora"],
-                        choices=["generate", "train_full", "train_lora"])
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["generate", "train_full", "train_lora"],
+        choices=["generate", "train_full", "train_lora"],
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads; more only helps on idle cores")
     parser.add_argument("--steps", type=int, default=3, help="timed repetitions (median reported)")
     parser.add_argument("--json", action="store_true", help="print raw JSON instead of a markdown table")

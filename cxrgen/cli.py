@@ -72,7 +72,9 @@ def _generate(args):
     from .inference import format_generation, generate_reports, load_generator
 
     generator = load_generator(args.model)
-    result = generate_reports(generator, [args.images], num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)[0]
+    result = generate_reports(generator, [args.images], num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)[
+        0
+    ]
     print(json.dumps(result, indent=2) if args.json else format_generation(result))
 
 
@@ -94,8 +96,9 @@ def _train(args, trainer_args):
     from .trainers.common import get_stage
 
     run = get_stage(args.stage)
-    output = run(args.config, args.data, args.images, args.output, resume=args.resume, init=args.init,
-                 trainer_args=trainer_args)
+    output = run(
+        args.config, args.data, args.images, args.output, resume=args.resume, init=args.init, trainer_args=trainer_args
+    )
     print(f"Wrote {output}")
 
 
@@ -122,7 +125,9 @@ def build_parser():
     prepare = commands.add_parser("prepare", help="build an R2Gen annotation.json (and images for phantom data)")
     datasets = prepare.add_subparsers(dest="dataset", required=True)
     iu = datasets.add_parser("iu-xray", help="IU-Xray from the official NLM report archive (R2Gen protocol)")
-    iu.add_argument("--reports", help="NLMCXR_reports.tgz or its extracted folder (default: the copy torchxrayvision ships)")
+    iu.add_argument(
+        "--reports", help="NLMCXR_reports.tgz or its extracted folder (default: the copy torchxrayvision ships)"
+    )
     iu.add_argument("--images", help="the NLM PNG folder; image paths then point at its files")
     iu.add_argument("--seed", type=int, default=42, help="seed of the 70/10/20 split")
     iu.add_argument("--output", required=True, help="annotation.json to write")
@@ -147,7 +152,9 @@ def build_parser():
     source.add_argument("--model", help="a saved model folder: generate for --split of --data, then score")
     evaluate.add_argument("--data", help="with --model: the annotation.json to evaluate on")
     evaluate.add_argument("--images", help="with --model: the image root the annotation's paths are relative to")
-    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"], help="with --model (default: test)")
+    evaluate.add_argument(
+        "--split", default="test", choices=["train", "val", "test"], help="with --model (default: test)"
+    )
     evaluate.add_argument("--batch-size", type=int, help="with --model: studies per generate call (default: 16)")
     evaluate.add_argument("--num-beams", type=int, help="with --model: override the model's generation_config")
     evaluate.add_argument("--max-new-tokens", type=int, help="with --model: override the model's generation_config")
@@ -179,8 +186,12 @@ def build_parser():
         description="Train one stage. Any further --<name> <value> is a transformers TrainingArguments field "
         "(e.g. --learning_rate 1e-4 --report_to tensorboard); it overrides the config's 'training' section.",
     )
-    train.add_argument("stage", choices=["backbone", "radcare", "vlci", "trrg-contrastive", "trrg"], help="the training stage")
-    train.add_argument("--config", required=True, help="a model preset name (e.g. iu-xray, tiny) or a YAML config file")
+    train.add_argument(
+        "stage", choices=["backbone", "radcare", "vlci", "trrg-contrastive", "trrg"], help="the training stage"
+    )
+    train.add_argument(
+        "--config", required=True, help="a model preset name (e.g. iu-xray, tiny) or a YAML config file"
+    )
     train.add_argument("--data", required=True, help="the annotation.json (train split; val for evaluation)")
     train.add_argument("--images", required=True, help="the image root the annotation's paths are relative to")
     train.add_argument("--output", required=True, help="the run folder: checkpoints, then the final model folder")
@@ -191,12 +202,22 @@ def build_parser():
     demo = commands.add_parser(
         "demo", help="offline end-to-end run on phantom data: build, train, evaluate against baselines (CPU, minutes)"
     )
-    demo.add_argument("--model", choices=["cmcrl", "trrg"], default="cmcrl", help="which method to train (default: cmcrl)")
-    demo.add_argument("--output", default="cxrgen-demo", help="folder for the data, model and results (default: cxrgen-demo)")
-    demo.add_argument("--source", choices=["auto", "iu", "synthetic"], default="auto", help="report text of the phantoms")
-    demo.add_argument("--image-size", type=int, help="phantom and model image size (default: the method's demo setting)")
+    demo.add_argument(
+        "--model", choices=["cmcrl", "trrg"], default="cmcrl", help="which method to train (default: cmcrl)"
+    )
+    demo.add_argument(
+        "--output", default="cxrgen-demo", help="folder for the data, model and results (default: cxrgen-demo)"
+    )
+    demo.add_argument(
+        "--source", choices=["auto", "iu", "synthetic"], default="auto", help="report text of the phantoms"
+    )
+    demo.add_argument(
+        "--image-size", type=int, help="phantom and model image size (default: the method's demo setting)"
+    )
     demo.add_argument("--max-studies", type=int, help="use at most this many studies (default: all)")
-    demo.add_argument("--max-steps", type=int, help="training steps (TRRG: of each stage; default: the method's demo setting)")
+    demo.add_argument(
+        "--max-steps", type=int, help="training steps (TRRG: of each stage; default: the method's demo setting)"
+    )
     demo.add_argument("--num-beams", type=int, help="beams for the model's reports (default: the demo setting)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(handler=_demo)

@@ -12,7 +12,9 @@ from transformers import PreTrainedModel, TrainingArguments
 _TRAINING_FIELDS = {field.name for field in dataclasses.fields(TrainingArguments)}
 
 # The TrainingArguments field (and command-line option) that switches checkpointing on in the running release.
-CHECKPOINTING_ARGUMENT = "activation_checkpointing" if "activation_checkpointing" in _TRAINING_FIELDS else "gradient_checkpointing"
+CHECKPOINTING_ARGUMENT = (
+    "activation_checkpointing" if "activation_checkpointing" in _TRAINING_FIELDS else "gradient_checkpointing"
+)
 
 
 def checkpointing_requested(args: TrainingArguments) -> bool:

@@ -36,7 +36,6 @@ from cxrgen.evaluation.report import (
 from cxrgen.labels import CHEXPERT_OBSERVATIONS, POSITIVE
 from cxrgen.modeling.trrg.configuration_trrg import TINY_VISION_CONFIG
 
-
 # The demo's CMCRL: 64 px views through a three-stage basic-block ResNet of stride 16 (4x4 tokens per view; the
 # token count, not the image size, sets the cost of a step), width 128, 2+2 layers, VDM and LDM on. No dropout: a
 # run of a few epochs does not overfit, and dropout costs about a sixth of a CPU step.
@@ -123,8 +122,10 @@ def run_demo(
         raise ValueError(f"{output_dir} is not empty: choose a new --output folder (the demo never mixes runs).")
     settings = _settings(DEMO_SETTINGS[method], image_size, max_steps, num_beams, batch_size, model_overrides)
     if method == "trrg" and settings["image_size"] != TRRG_DEMO["image_size"]:
-        raise ValueError(f"image-size: the TRRG demo's Swin tower (the `tiny` preset) takes {TRRG_DEMO['image_size']} px "
-                         f"images, got {settings['image_size']}.")
+        raise ValueError(
+            f"image-size: the TRRG demo's Swin tower (the `tiny` preset) takes {TRRG_DEMO['image_size']} px "
+            f"images, got {settings['image_size']}."
+        )
     if source == "auto":
         source = "iu" if find_nlm_reports_archive() is not None else "synthetic"
     timings = {}
@@ -132,7 +133,11 @@ def run_demo(
     echo(f"[1/4] Building the phantom benchmark ({source} reports, {settings['image_size']} px) ...")
     data_dir = output_dir / "data"
     annotation_path = build_phantom_benchmark(
-        data_dir, source=source, image_size=settings["image_size"], max_studies=max_studies, seed=seed,
+        data_dir,
+        source=source,
+        image_size=settings["image_size"],
+        max_studies=max_studies,
+        seed=seed,
         synthetic_studies=synthetic_studies,
     )
     image_root = data_dir / IMAGES_DIR
@@ -143,20 +148,29 @@ def run_demo(
     mark = time.perf_counter()
     model_dir = output_dir / "model"
     if method == "cmcrl":
-        echo(f"[2/4] Training a small CMCRL: backbone warm-up ({settings['backbone_epochs']} epochs), then VLCI "
-             f"({settings['max_steps']} steps) ...")
+        echo(
+            f"[2/4] Training a small CMCRL: backbone warm-up ({settings['backbone_epochs']} epochs), then VLCI "
+            f"({settings['max_steps']} steps) ..."
+        )
         _train_cmcrl(annotation_path, image_root, output_dir / "backbone", model_dir, settings, source, seed)
     else:
-        echo(f"[2/4] Training a small TRRG: contrastive stage 1 ({settings['contrastive_steps']} steps), then stage 2 "
-             f"({settings['max_steps']} steps) ...")
+        echo(
+            f"[2/4] Training a small TRRG: contrastive stage 1 ({settings['contrastive_steps']} steps), then stage 2 "
+            f"({settings['max_steps']} steps) ..."
+        )
         _train_trrg(annotation_path, image_root, output_dir / "contrastive", model_dir, settings, source, seed)
     timings["train"] = time.perf_counter() - mark
 
     echo("[3/4] Evaluating on the test split ...")
     mark = time.perf_counter()
     evaluation = evaluate_model(
-        model_dir, annotation_path, image_root, split="test", output_dir=output_dir / "evaluation",
-        batch_size=64, num_beams=settings["num_beams"],
+        model_dir,
+        annotation_path,
+        image_root,
+        split="test",
+        output_dir=output_dir / "evaluation",
+        batch_size=64,
+        num_beams=settings["num_beams"],
     )
     timings["evaluate model"] = time.perf_counter() - mark
 
@@ -168,7 +182,10 @@ def run_demo(
     for name, reports in baseline_reports.items():
         results[name] = evaluate_reports(reports, references)
         write_predictions(
-            [{"id": r["id"], "prediction": p, "reference": r["reference"]} for r, p in zip(evaluation["records"], reports)],
+            [
+                {"id": r["id"], "prediction": p, "reference": r["reference"]}
+                for r, p in zip(evaluation["records"], reports)
+            ],
             output_dir / "baselines" / f"{name.split(' (')[0].replace(' ', '_')}.jsonl",
         )
     timings["baselines"] = time.perf_counter() - mark
@@ -195,7 +212,11 @@ def run_demo(
     echo("")
     echo(f"Model folder (with its card): {model_dir}")
     echo(f"Results: {output_dir / 'results.md'}, evaluation report: {evaluation['paths']['report']}")
-    echo(f"Wall time: {timings['total']:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total") + ")")
+    echo(
+        f"Wall time: {timings['total']:.0f} s ("
+        + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total")
+        + ")"
+    )
     return summary
 
 
@@ -229,7 +250,9 @@ def _train_cmcrl(annotation_path, image_root, backbone_dir, model_dir, settings,
             },
             "card": {**_card_names("cmcrl", source), "model_name": "cxrgen demo CMCRL backbone (phantom radiographs)"},
         },
-        annotation_path, image_root, backbone_dir,
+        annotation_path,
+        image_root,
+        backbone_dir,
     )
     config = {
         "preset": "tiny",
@@ -258,30 +281,49 @@ def _train_trrg(annotation_path, image_root, contrastive_dir, model_dir, setting
         {
             "preset": "tiny",
             "processor": {"min_frequency": 3},
-            "training": {**common, "max_steps": settings["contrastive_steps"],
-                         "per_device_train_batch_size": settings["contrastive_batch_size"]},
+            "training": {
+                **common,
+                "max_steps": settings["contrastive_steps"],
+                "per_device_train_batch_size": settings["contrastive_batch_size"],
+            },
             "card": {**_card_names("trrg", source), "model_name": "cxrgen demo TRRG stage 1 (phantom radiographs)"},
         },
-        annotation_path, image_root, contrastive_dir,
+        annotation_path,
+        image_root,
+        contrastive_dir,
     )
     trrg.run(
         {
             "preset": "tiny",
             "model": settings["model"],
             "processor": {"min_frequency": 3},
-            "training": {**common, "max_steps": settings["max_steps"], "per_device_train_batch_size": settings["batch_size"],
-                         "generation_num_beams": settings["num_beams"]},
+            "training": {
+                **common,
+                "max_steps": settings["max_steps"],
+                "per_device_train_batch_size": settings["batch_size"],
+                "generation_num_beams": settings["num_beams"],
+            },
             "card": _card_names("trrg", source),
         },
-        annotation_path, image_root, model_dir, init=contrastive_dir,
+        annotation_path,
+        image_root,
+        model_dir,
+        init=contrastive_dir,
     )
 
 
 def _trainer_settings(seed):
     # The demo evaluates once, on the test split, after training; checkpoints would only cost time. Random crops of
     # 64 px phantoms shift findings by several pixels, so the CMCRL stages do not augment (the TRRG stages never do).
-    return {"report_to": "none", "use_cpu": True, "seed": seed, "eval_strategy": "no", "save_strategy": "no",
-            "load_best_model_at_end": False, "logging_steps": 50}
+    return {
+        "report_to": "none",
+        "use_cpu": True,
+        "seed": seed,
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "load_best_model_at_end": False,
+        "logging_steps": 50,
+    }
 
 
 def _card_names(method, source):
@@ -297,8 +339,8 @@ def _card_names(method, source):
 
 def _baselines(annotation, image_root, model_dir, num_test):
     """The two baselines' reports for the test studies, in the form the model writes (cleaned like its targets)."""
-    from transformers import AutoProcessor
     from PIL import Image
+    from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(model_dir)
     train = load_split(annotation, image_root, "train")
@@ -347,7 +389,7 @@ def _training_setup(method, settings):
         return {
             "stage": "TRRG stage 2 (clue-enhanced LLM fine-tuning), `cxrgen demo`",
             "stage 1": f"disease-aware contrastive pre-training, {settings['contrastive_steps']} steps, batch "
-                       f"{settings['contrastive_batch_size']} (`tiny` preset)",
+            f"{settings['contrastive_batch_size']} (`tiny` preset)",
             "steps": settings["max_steps"],
             "learning rate": "the `tiny` preset's",
             **common,

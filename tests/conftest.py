@@ -4,11 +4,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from fake_hub import FakeHub
 from huggingface_hub import constants as hub_constants
 from transformers import dynamic_module_utils
 from transformers.utils import hub as transformers_hub
-
-from fake_hub import FakeHub
 
 FAKE_HUB_TOKEN = "hf_fake_hub_test_token"
 
@@ -17,8 +16,15 @@ FAKE_HUB_TOKEN = "hf_fake_hub_test_token"
 def fake_hub(tmp_path, monkeypatch):
     """A FakeHub serving huggingface_hub's HTTP requests, with HF_HOME, caches, token and remote code in tmp_path."""
     home = tmp_path / "hf_home"
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE", "HF_ASSETS_CACHE", "HF_XET_CACHE",
-                 "HF_TOKEN_PATH", "HUGGING_FACE_HUB_TOKEN"):
+    for name in (
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "HF_HUB_CACHE",
+        "HF_ASSETS_CACHE",
+        "HF_XET_CACHE",
+        "HF_TOKEN_PATH",
+        "HUGGING_FACE_HUB_TOKEN",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.setenv("HF_MODULES_CACHE", str(home / "modules"))
@@ -29,7 +35,7 @@ def fake_hub(tmp_path, monkeypatch):
     old_home = hub_constants.HF_HOME
     for name, value in list(vars(hub_constants).items()):
         if isinstance(value, str) and value.startswith(old_home):
-            monkeypatch.setattr(hub_constants, name, str(home) + value[len(old_home):])
+            monkeypatch.setattr(hub_constants, name, str(home) + value[len(old_home) :])
     for name, subfolder in (("HF_HUB_CACHE", "hub"), ("HF_ASSETS_CACHE", "assets"), ("HF_XET_CACHE", "xet")):
         monkeypatch.setattr(hub_constants, name, str(home / subfolder))
     for module in (transformers_hub, dynamic_module_utils):

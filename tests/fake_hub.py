@@ -103,7 +103,7 @@ class FakeHub:
         """Paths of the files of `repo_id` fetched with GET .../resolve/..., in request order."""
         prefix = f"/{repo_id}/resolve/"
         return [
-            request.path[len(prefix):].split("/", 1)[1]
+            request.path[len(prefix) :].split("/", 1)[1]
             for request in self.requests
             if request.method == "GET" and request.path.startswith(prefix)
         ]
@@ -259,14 +259,14 @@ class FakeHub:
         recursive = request.url.params.get("recursive", "false").lower() in ("1", "true")
         entries, folders = [], set()
         for file_path in below:
-            parts = file_path[len(prefix):].split("/")
+            parts = file_path[len(prefix) :].split("/")
             for depth in range(1, len(parts)):
                 folders.add(prefix + "/".join(parts[:depth]))
             if recursive or len(parts) == 1:
                 content = commit.files[file_path]
                 entries.append({"type": "file", "path": file_path, "size": len(content), "oid": git_blob_oid(content)})
         for folder in sorted(folders):
-            if recursive or "/" not in folder[len(prefix):]:
+            if recursive or "/" not in folder[len(prefix) :]:
                 tree_oid = hashlib.sha1(f"tree {commit.oid} {folder}".encode()).hexdigest()
                 entries.append({"type": "directory", "path": folder, "size": 0, "oid": tree_oid})
         return httpx2.Response(200, json=entries)

@@ -46,8 +46,14 @@ def test_malformed_json_names_file_and_position(tmp_path):
         ({"training": []}, "unknown top-level key"),
         ({"train": {}}, "split 'train' must be a list"),
         ({"train": ["x"]}, "split 'train', entry 0: expected an object"),
-        ({"val": [{"id": 3, "report": "", "image_path": ["a"]}]}, "split 'val', entry 0: field 'id' must be a non-empty string"),
-        ({"train": [entry("a"), {"id": "b", "report": None, "image_path": ["x"]}]}, r"entry 1 \(id 'b'\): field 'report' must be a string"),
+        (
+            {"val": [{"id": 3, "report": "", "image_path": ["a"]}]},
+            "split 'val', entry 0: field 'id' must be a non-empty string",
+        ),
+        (
+            {"train": [entry("a"), {"id": "b", "report": None, "image_path": ["x"]}]},
+            r"entry 1 \(id 'b'\): field 'report' must be a string",
+        ),
         ({"train": [{"id": "a", "report": "", "image_path": []}]}, "field 'image_path' must be a non-empty list"),
         ({"train": [{"id": "a", "report": "", "image_path": "a.png"}]}, "field 'image_path' must be a non-empty list"),
         ({"test": [entry("a", split="train")]}, "field 'split' is 'train' but the entry is in the 'test' list"),
@@ -75,7 +81,10 @@ def test_dataset_dict_columns_images_and_labels(tmp_path):
     make_images(tmp_path / "images", "a/0.png", "a/1.png", "b/0.png", "b/1.png", "c/0.png")
     stored = [POSITIVE] + [NOT_MENTIONED] * 13
     annotation = {
-        "train": [entry("a", labels=stored, split="train", study_id=1), entry("b", report="No pleural effusion.", study_id=2)],
+        "train": [
+            entry("a", labels=stored, split="train", study_id=1),
+            entry("b", report="No pleural effusion.", study_id=2),
+        ],
         "test": [entry("c", views=1)],
     }
     calls = []
@@ -84,7 +93,9 @@ def test_dataset_dict_columns_images_and_labels(tmp_path):
         calls.append(text)
         return [NEGATIVE] * 14
 
-    dataset = annotation_to_dataset_dict(write_annotation(annotation, tmp_path / "a.json"), tmp_path / "images", labeler=labeler)
+    dataset = annotation_to_dataset_dict(
+        write_annotation(annotation, tmp_path / "a.json"), tmp_path / "images", labeler=labeler
+    )
     assert set(dataset) == {"train", "test"}
     train = dataset["train"]
     assert train.column_names == ["id", "images", "report", "labels", "study_id"]

@@ -142,14 +142,19 @@ def test_evaluate_model_writes_predictions_metrics_and_report(cmcrl_folder, phan
     assert metrics["settings"]["generation"]["num_beams"] == 1 and metrics["settings"]["split"] == "test"
 
     # The same predictions scored by `evaluate --predictions` give the same numbers.
-    code, _, _ = run(["evaluate", "--predictions", output / "predictions.jsonl", "--output", tmp_path / "m.json"], capsys)
+    code, _, _ = run(
+        ["evaluate", "--predictions", output / "predictions.jsonl", "--output", tmp_path / "m.json"], capsys
+    )
     rescored = json.loads((tmp_path / "m.json").read_text())
     assert code == 0 and rescored["ce"] == metrics["ce"] and rescored["nlg"]["BLEU-4"] == metrics["nlg"]["BLEU-4"]
 
     report = (output / "report.md").read_text()
     assert "| CE macro F1 |" in report and "| Pleural Effusion |" in report
     assert metrics["nlg"]["METEOR"] is None and "METEOR unavailable: METEOR needs a Java runtime" in report
-    assert f"**Reference:** {records[0]['reference']}" in report and f"**Generated:** {records[0]['prediction']}" in report
+    assert (
+        f"**Reference:** {records[0]['reference']}" in report
+        and f"**Generated:** {records[0]['prediction']}" in report
+    )
     thumbnails = sorted(p.name for p in (output / "examples").iterdir())
     assert len(thumbnails) == 2 * min(3, len(records)) and f"(examples/{thumbnails[0]})" in report
 
@@ -177,8 +182,15 @@ def test_push_then_load_back_with_automodel_and_pipeline(cmcrl_folder, phantom, 
     assert code == 0 and repo_id in out
     assert fake_hub.repos[repo_id].private
     uploaded = fake_hub.files(repo_id)
-    assert {"README.md", "config.json", "model.safetensors", "modeling_cmcrl.py", "pipeline_cmcrl.py",
-            "processor_config.json", "tokenizer.json"} <= set(uploaded)
+    assert {
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "modeling_cmcrl.py",
+        "pipeline_cmcrl.py",
+        "processor_config.json",
+        "tokenizer.json",
+    } <= set(uploaded)
     assert "phantom" in uploaded["README.md"].decode()
 
     model = AutoModel.from_pretrained(repo_id, trust_remote_code=True)

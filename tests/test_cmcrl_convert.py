@@ -150,10 +150,15 @@ def test_every_official_key_lands_in_the_right_place(config, tokenizer):
 def test_vocabulary_rows_follow_the_tokens(config, tokenizer):
     official = official_state_dict(config)
     model, report = convert_vlci_state_dict(official, config, token_rows(REFERENCE_VOCAB, tokenizer))
-    embeddings, logits = model.state_dict()["decoder.embeddings.word_embeddings.weight"], model.state_dict()["lm_head.weight"]
+    embeddings, logits = (
+        model.state_dict()["decoder.embeddings.word_embeddings.weight"],
+        model.state_dict()["lm_head.weight"],
+    )
     for token in ("heart", "clear", "."):
         row = REFERENCE_VOCAB.index(token) + 1
-        assert torch.equal(embeddings[tokenizer.convert_tokens_to_ids(token)], official["text_embed.embed.lut.weight"][row])
+        assert torch.equal(
+            embeddings[tokenizer.convert_tokens_to_ids(token)], official["text_embed.embed.lut.weight"][row]
+        )
         assert torch.equal(logits[tokenizer.convert_tokens_to_ids(token)], official["logit.weight"][row])
     for special in (tokenizer.bos_token_id, tokenizer.eos_token_id):
         assert torch.equal(logits[special], official["logit.weight"][0])
@@ -173,7 +178,9 @@ def test_checkpoint_file_round_trip_and_errors(config, tokenizer, tmp_path):
     with pytest.raises(ValueError, match="no counterpart"):
         convert_vlci_state_dict({**official, "encoder.extra.weight": torch.zeros(1)}, config, rows)
     with pytest.raises(ValueError, match="lacks"):
-        convert_vlci_state_dict({k: v for k, v in official.items() if not k.startswith("decoder.do.fuse_v")}, config, rows)
+        convert_vlci_state_dict(
+            {k: v for k, v in official.items() if not k.startswith("decoder.do.fuse_v")}, config, rows
+        )
     wide = {**official, "decoder.do.fuse_t.feed_forward.w_1.weight": torch.zeros(32 * 4, 32)}
     with pytest.raises(ValueError, match="shape"):
         convert_vlci_state_dict(wide, config, rows)

@@ -65,7 +65,9 @@ def test_save_and_load_give_identical_outputs(model, studies, tmp_path):
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_cache_and_no_cache_generate_identical_tokens(model, studies, num_beams):
     pixel_values, pixel_mask = studies
-    kwargs = dict(pixel_values=pixel_values, pixel_mask=pixel_mask, num_beams=num_beams, do_sample=False, max_length=12)
+    kwargs = dict(
+        pixel_values=pixel_values, pixel_mask=pixel_mask, num_beams=num_beams, do_sample=False, max_length=12
+    )
     cached = model.generate(**kwargs, use_cache=True)
     uncached = model.generate(**kwargs, use_cache=False)
     assert cached.shape[1] > 4
@@ -77,7 +79,9 @@ def test_sampling_is_reproducible_with_a_seed(model, studies):
     runs = []
     for _ in range(2):
         torch.manual_seed(3)
-        runs.append(model.generate(pixel_values=pixel_values, pixel_mask=pixel_mask, do_sample=True, top_k=5, max_length=8))
+        runs.append(
+            model.generate(pixel_values=pixel_values, pixel_mask=pixel_mask, do_sample=True, top_k=5, max_length=8)
+        )
     assert torch.equal(*runs)
 
 
@@ -127,7 +131,9 @@ def test_padded_missing_view_does_not_change_a_study(model, studies):
     pixel_values, pixel_mask = studies
     alone = pixel_values[1:2, :1]
     ids = torch.tensor([[1, 5, 6, 7, 8]])
-    batch_logits = model(pixel_values=pixel_values, pixel_mask=pixel_mask, decoder_input_ids=ids.repeat(3, 1)).logits[1]
+    batch_logits = model(pixel_values=pixel_values, pixel_mask=pixel_mask, decoder_input_ids=ids.repeat(3, 1)).logits[
+        1
+    ]
     alone_logits = model(pixel_values=alone, decoder_input_ids=ids).logits[0]
     torch.testing.assert_close(batch_logits, alone_logits, rtol=1e-4, atol=1e-5)
     # the padding's content is irrelevant too
@@ -136,7 +142,9 @@ def test_padded_missing_view_does_not_change_a_study(model, studies):
     noisy_logits = model(pixel_values=noisy, pixel_mask=pixel_mask, decoder_input_ids=ids.repeat(3, 1)).logits[1]
     torch.testing.assert_close(noisy_logits, batch_logits, rtol=0, atol=1e-6)
     generated = model.generate(pixel_values=pixel_values, pixel_mask=pixel_mask, max_length=10, num_beams=3)
-    assert torch.equal(generated[1:2], model.generate(pixel_values=alone, max_length=10, num_beams=3)[:, : generated.shape[1]])
+    assert torch.equal(
+        generated[1:2], model.generate(pixel_values=alone, max_length=10, num_beams=3)[:, : generated.shape[1]]
+    )
 
 
 def test_labels_must_start_with_bos_and_loss_ignores_padding(model, studies):
@@ -155,7 +163,11 @@ def test_bad_inputs_raise_clear_errors(model):
     with pytest.raises(ValueError, match="num_views=2"):
         model(pixel_values=torch.zeros(1, 3, 3, 32, 32), decoder_input_ids=torch.tensor([[1]]))
     with pytest.raises(ValueError, match="at least one real view"):
-        model(pixel_values=torch.zeros(1, 2, 3, 32, 32), pixel_mask=torch.zeros(1, 2), decoder_input_ids=torch.tensor([[1]]))
+        model(
+            pixel_values=torch.zeros(1, 2, 3, 32, 32),
+            pixel_mask=torch.zeros(1, 2),
+            decoder_input_ids=torch.tensor([[1]]),
+        )
 
 
 def test_presets_build_the_paper_geometry():

@@ -30,7 +30,9 @@ def noise():
 
 @pytest.mark.parametrize("task", PRETRAINING_TASKS)
 def test_each_task_shapes_loss_and_determinism(model, images, task):
-    kwargs = dict(pixel_values=images, input_ids=IDS, task=task, prefix_lengths=torch.tensor([2, 1]), mask_noise=noise())
+    kwargs = dict(
+        pixel_values=images, input_ids=IDS, task=task, prefix_lengths=torch.tensor([2, 1]), mask_noise=noise()
+    )
     out, again = model(**kwargs), model(**kwargs)
     assert torch.isfinite(out.loss) and out.loss > 0
     assert PRETRAINING_TASKS[int(out.task_index)] == task
@@ -104,16 +106,20 @@ def test_loss_falls_when_training(images):
     model = CmcrlForPreTraining(CmcrlConfig.from_preset("tiny", dropout=0.0, attention_dropout=0.0))
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     first = {}
-    for step in range(12):
+    for _ in range(12):
         for task in ("vt2t", "v2v"):
-            loss = model(pixel_values=images, input_ids=IDS, task=task, prefix_lengths=torch.tensor([2, 1]), mask_noise=noise()).loss
+            loss = model(
+                pixel_values=images, input_ids=IDS, task=task, prefix_lengths=torch.tensor([2, 1]), mask_noise=noise()
+            ).loss
             first.setdefault(task, loss.item())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
     # memorising white-noise pixels is slower than memorising two reports
     for task, factor in (("vt2t", 0.5), ("v2v", 0.85)):
-        last = model(pixel_values=images, input_ids=IDS, task=task, prefix_lengths=torch.tensor([2, 1]), mask_noise=noise()).loss
+        last = model(
+            pixel_values=images, input_ids=IDS, task=task, prefix_lengths=torch.tensor([2, 1]), mask_noise=noise()
+        ).loss
         assert last.item() < factor * first[task]
 
 
@@ -121,14 +127,34 @@ def test_vlci_from_pretraining_copies_vision_expert_and_text_path(model, tmp_pat
     model.save_pretrained(tmp_path)
     config = CmcrlConfig.from_preset("tiny", decoder_layers=3)
     vlci, report = CmcrlForConditionalGeneration.from_pretraining(tmp_path, config=config)
-    fresh_prefixes = ("encoder.local_sampler.", "encoder.global_sampler.", "encoder.mediator_fusion.", "decoder.ldm.", "decoder.layers.2.")
+    fresh_prefixes = (
+        "encoder.local_sampler.",
+        "encoder.global_sampler.",
+        "encoder.mediator_fusion.",
+        "decoder.ldm.",
+        "decoder.layers.2.",
+    )
     assert report.fresh and all(name.startswith(fresh_prefixes) for name in report.fresh)
     assert set(report.copied) | set(report.fresh) == set(vlci.state_dict())
-    for prefix in ("encoder.embeddings.backbone.", "encoder.layers.1.self_attn.", "encoder.layers.1.ffn.", "decoder.layers.1.encoder_attn.",
-                   "decoder.layers.0.ffn.", "decoder.embeddings.word_embeddings.", "lm_head."):
+    for prefix in (
+        "encoder.embeddings.backbone.",
+        "encoder.layers.1.self_attn.",
+        "encoder.layers.1.ffn.",
+        "decoder.layers.1.encoder_attn.",
+        "decoder.layers.0.ffn.",
+        "decoder.embeddings.word_embeddings.",
+        "lm_head.",
+    ):
         assert any(name.startswith(prefix) for name in report.copied), prefix
-    unused_prefixes = ("encoder.layers.0.text_", "encoder.layers.1.text_", "decoder.layers.0.image_", "decoder.layers.1.image_",
-                       "decoder.mask_token", "decoder.image_layer_norm.", "patch_head.")
+    unused_prefixes = (
+        "encoder.layers.0.text_",
+        "encoder.layers.1.text_",
+        "decoder.layers.0.image_",
+        "decoder.layers.1.image_",
+        "decoder.mask_token",
+        "decoder.image_layer_norm.",
+        "patch_head.",
+    )
     assert report.unused and all(name.startswith(unused_prefixes) for name in report.unused)
     source, target = model.state_dict(), vlci.state_dict()
     assert all(torch.equal(source[name], target[name]) for name in report.copied)

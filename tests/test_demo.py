@@ -27,8 +27,14 @@ TINY_MODEL = {
     "encoder_layers": 1,
     "decoder_layers": 1,
     "backbone_stride": 8,
-    "backbone_config": {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1],
-                        "layer_type": "basic", "out_features": ["stage2"]},
+    "backbone_config": {
+        "model_type": "resnet",
+        "embedding_size": 8,
+        "hidden_sizes": [8, 16],
+        "depths": [1, 1],
+        "layer_type": "basic",
+        "out_features": ["stage2"],
+    },
     "local_top_k": 2,
     "global_num_heads": 2,
     "global_head_dim": 8,
@@ -45,8 +51,16 @@ def demo(tmp_path_factory):
         output = tmp_path_factory.mktemp("demo") / "run"
         lines = []
         summary = run_demo(
-            output, source="synthetic", image_size=32, max_studies=40, max_steps=4, batch_size=8, num_beams=2,
-            model_overrides=TINY_MODEL, synthetic_studies=60, echo=lines.append,
+            output,
+            source="synthetic",
+            image_size=32,
+            max_studies=40,
+            max_steps=4,
+            batch_size=8,
+            num_beams=2,
+            model_overrides=TINY_MODEL,
+            synthetic_studies=60,
+            echo=lines.append,
         )
     return output, summary, "\n".join(lines)
 
@@ -108,8 +122,21 @@ def test_trrg_demo_trains_both_stages_and_saves_a_loadable_model(tmp_path, monke
 
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable))
     output = tmp_path / "run"
-    code = main(["demo", "--model", "trrg", "--output", str(output), "--source", "synthetic", "--max-studies", "40",
-                 "--max-steps", "3"])
+    code = main(
+        [
+            "demo",
+            "--model",
+            "trrg",
+            "--output",
+            str(output),
+            "--source",
+            "synthetic",
+            "--max-studies",
+            "40",
+            "--max-steps",
+            "3",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "Training a small TRRG: contrastive stage 1 (3 steps), then stage 2 (3 steps)" in printed

@@ -177,8 +177,10 @@ def write_minimal_model_folder(folder):
     config = {
         "model_type": "tiny-report",
         "architectures": ["TinyReportModel"],
-        "auto_map": {"AutoConfig": "configuration_tinyreport.TinyReportConfig",
-                     "AutoModel": "modeling_tinyreport.TinyReportModel"},
+        "auto_map": {
+            "AutoConfig": "configuration_tinyreport.TinyReportConfig",
+            "AutoModel": "modeling_tinyreport.TinyReportModel",
+        },
         "custom_pipelines": {"image-to-text": {"impl": "pipeline_tinyreport.TinyReportPipeline", "pt": ["AutoModel"]}},
     }
     (folder / "config.json").write_text(json.dumps(config))
@@ -199,19 +201,31 @@ def test_minimal_folder_is_valid(tmp_path):
     [
         (lambda folder: (folder / "README.md").unlink(), r"README\.md \(the model card\) is missing"),
         (lambda folder: (folder / "README.md").write_text("---\n: [\n---\ntext"), "README.md metadata does not parse"),
-        (lambda folder: (folder / "pytorch_model.bin").write_bytes(b"pickle"),
-         r"pickle files found \(pytorch_model\.bin\)"),
+        (
+            lambda folder: (folder / "pytorch_model.bin").write_bytes(b"pickle"),
+            r"pickle files found \(pytorch_model\.bin\)",
+        ),
         (lambda folder: (folder / "model.safetensors").rename(folder / "model.pt"), r"model\.pt.*no model weights"),
-        (lambda folder: (folder / "modeling_tinyreport.py").unlink(),
-         "remote code file modeling_tinyreport.py referenced by config.json is missing"),
-        (lambda folder: (folder / "configuration_tinyreport.py").unlink(),
-         "configuration_tinyreport.py, imported by modeling_tinyreport.py, is missing"),
-        (lambda folder: (folder / "pipeline_tinyreport.py").unlink(),
-         "pipeline_tinyreport.py referenced by config.json"),
-        (lambda folder: (folder / "pipeline_tinyreport.py").write_text("from cxrgen.labels import POSITIVE\n"),
-         "pipeline_tinyreport.py imports the cxrgen package"),
-        (lambda folder: (folder / "config.json").write_text(json.dumps({"model_type": "tiny-report"})),
-         "config.json has no auto_map entry for AutoModel"),
+        (
+            lambda folder: (folder / "modeling_tinyreport.py").unlink(),
+            "remote code file modeling_tinyreport.py referenced by config.json is missing",
+        ),
+        (
+            lambda folder: (folder / "configuration_tinyreport.py").unlink(),
+            "configuration_tinyreport.py, imported by modeling_tinyreport.py, is missing",
+        ),
+        (
+            lambda folder: (folder / "pipeline_tinyreport.py").unlink(),
+            "pipeline_tinyreport.py referenced by config.json",
+        ),
+        (
+            lambda folder: (folder / "pipeline_tinyreport.py").write_text("from cxrgen.labels import POSITIVE\n"),
+            "pipeline_tinyreport.py imports the cxrgen package",
+        ),
+        (
+            lambda folder: (folder / "config.json").write_text(json.dumps({"model_type": "tiny-report"})),
+            "config.json has no auto_map entry for AutoModel",
+        ),
     ],
 )
 def test_incomplete_folder_is_refused_before_any_request(tmp_path, fake_hub, breakage, message):
@@ -236,7 +250,7 @@ def test_every_problem_is_listed_at_once(tmp_path):
 # ------------------------------------------------------------------------------------- fake Hub round trip
 
 TINY_MODEL_SOURCES = {
-    "configuration_tinyreport.py": '''
+    "configuration_tinyreport.py": """
         from transformers import PreTrainedConfig
 
 
@@ -245,7 +259,7 @@ TINY_MODEL_SOURCES = {
             image_size: int = 8
             report_length: int = 4
             vocabulary: tuple | list = ("no", "acute", "cardiopulmonary", "abnormality", ".")
-    ''',
+    """,
     "modeling_tinyreport.py": '''
         import torch
         from torch import nn
@@ -269,7 +283,7 @@ TINY_MODEL_SOURCES = {
                 features = torch.tanh(self.encoder(pixel_values.flatten(2).mean(1)))
                 return self.head(features).view(pixel_values.shape[0], self.config.report_length, -1)
     ''',
-    "pipeline_tinyreport.py": '''
+    "pipeline_tinyreport.py": """
         import numpy as np
         import torch
         from PIL import Image
@@ -298,7 +312,7 @@ TINY_MODEL_SOURCES = {
             def postprocess(self, outputs):
                 words = [self.model.config.vocabulary[index] for index in outputs["logits"][0].argmax(-1).tolist()]
                 return [{"generated_text": " ".join(words)}]
-    ''',
+    """,
 }
 
 
@@ -334,8 +348,12 @@ def build_tiny_remote_code_folder(root):
         torch.manual_seed(0)
         model = model_class(config_class())
         model.config.custom_pipelines = {
-            "image-to-text": {"impl": "pipeline_tinyreport.TinyReportPipeline", "pt": ["AutoModel"], "tf": [],
-                              "type": "multimodal"}
+            "image-to-text": {
+                "impl": "pipeline_tinyreport.TinyReportPipeline",
+                "pt": ["AutoModel"],
+                "tf": [],
+                "type": "multimodal",
+            }
         }
         folder = root / "model"
         model.save_pretrained(folder)

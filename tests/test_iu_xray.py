@@ -44,7 +44,11 @@ IMAGE_TEMPLATE = """<parentImage id="{image_id}">
 def report_xml(uid, findings="The lungs are clear.", images=("1001", "2001"), impression="Normal.", comparison=""):
     image_ids = [f"CXR{uid}_IM-{uid:04d}-{suffix}" for suffix in images]
     return REPORT_TEMPLATE.format(
-        uid=uid, findings=findings, impression=impression, comparison=comparison, major="normal",
+        uid=uid,
+        findings=findings,
+        impression=impression,
+        comparison=comparison,
+        major="normal",
         images="\n".join(IMAGE_TEMPLATE.format(image_id=i) for i in image_ids),
     )
 
@@ -95,7 +99,9 @@ def test_images_dir_points_at_nlm_pngs(tmp_path):
     pngs.mkdir()
     for name in ("CXR1_IM-0001-1001", "CXR1_IM-0001-2001", "CXR5_IM-0005-3001"):
         (pngs / f"{name}.png").write_bytes(b"")
-    with pytest.raises(IUXrayError, match=r"Study 'CXR5_IM-0005': image .*CXR5_IM-0005-4001\.png' does not exist \(0 other"):
+    with pytest.raises(
+        IUXrayError, match=r"Study 'CXR5_IM-0005': image .*CXR5_IM-0005-4001\.png' does not exist \(0 other"
+    ):
         convert_iu_xray(folder, images_dir=pngs)
     (pngs / "CXR5_IM-0005-4001.png").write_bytes(b"")
     entries = {e["id"]: e for es in convert_iu_xray(folder, images_dir=pngs).values() for e in es}

@@ -11,8 +11,10 @@ CASES = [
     ("Small left pleural effusion.", {"Pleural Effusion": P}),
     ("No pleural effusion or pneumothorax.", {"Pleural Effusion": N, "Pneumothorax": N}),
     ("There is no pneumothorax or large pleural effusion.", {"Pneumothorax": N, "Pleural Effusion": N}),
-    ("No focal consolidation, pneumothorax, or pleural effusion.",
-     {"Consolidation": N, "Pneumothorax": N, "Pleural Effusion": N}),
+    (
+        "No focal consolidation, pneumothorax, or pleural effusion.",
+        {"Consolidation": N, "Pneumothorax": N, "Pleural Effusion": N},
+    ),
     ("Pneumothorax is not seen.", {"Pneumothorax": N}),
     ("Heart size is normal.", {"Cardiomegaly": N}),
     ("Normal heart size.", {"Cardiomegaly": N}),
@@ -23,8 +25,10 @@ CASES = [
     ("Enlarged cardiac silhouette.", {"Cardiomegaly": P}),
     ("Borderline cardiomegaly.", {"Cardiomegaly": U}),
     ("Mediastinal widening.", {"Enlarged Cardiomediastinum": P}),
-    ("The cardiomediastinal silhouette is within normal limits.",
-     {"Enlarged Cardiomediastinum": N, "Cardiomegaly": N}),
+    (
+        "The cardiomediastinal silhouette is within normal limits.",
+        {"Enlarged Cardiomediastinum": N, "Cardiomegaly": N},
+    ),
     ("No focal airspace disease.", {"Lung Opacity": N}),
     ("No focal airspace consolidation.", {"Consolidation": N, "Lung Opacity": M}),
     ("The lungs are clear.", {"Lung Opacity": N, "Consolidation": M, "No Finding": P}),
@@ -39,8 +43,10 @@ CASES = [
     ("Possible small effusion.", {"Pleural Effusion": U}),
     ("Findings suspicious for pneumonia.", {"Pneumonia": U}),
     ("There is no focal air space opacity to suggest a pneumonia.", {"Lung Opacity": N, "Pneumonia": N}),
-    ("No suspicious pulmonary opacity, pneumothorax or definite pleural effusion.",
-     {"Lung Opacity": N, "Pneumothorax": N, "Pleural Effusion": N}),
+    (
+        "No suspicious pulmonary opacity, pneumothorax or definite pleural effusion.",
+        {"Lung Opacity": N, "Pneumothorax": N, "Pleural Effusion": N},
+    ),
     ("No effusion but there is cardiomegaly.", {"Pleural Effusion": N, "Cardiomegaly": P}),
     ("No pneumothorax, however a small effusion is present.", {"Pneumothorax": N, "Pleural Effusion": P}),
     ("No change in the small right pleural effusion.", {"Pleural Effusion": P}),
@@ -83,13 +89,20 @@ def test_enough_cases():
 # Raw text and what R2Gen's cleaner makes of it (lower case, commas and apostrophes gone, " . " separators).
 RAW_AND_CLEANED = [
     ("No pleural effusion. Heart size is normal.", "no pleural effusion . heart size is normal ."),
-    ("The heart is normal in size. No focal consolidation, pneumothorax, or pleural effusion. Stable calcified "
-     "granuloma.", "the heart is normal in size . no focal consolidation pneumothorax or pleural effusion . "
-     "stable calcified granuloma ."),
-    ("Mild cardiomegaly. Streaky opacities may represent atelectasis.\nNo pneumothorax.",
-     "mild cardiomegaly . streaky opacities may represent atelectasis . no pneumothorax ."),
-    ("No effusion, but there is cardiomegaly. The patient's PICC is unchanged.",
-     "no effusion but there is cardiomegaly . the patients picc is unchanged ."),
+    (
+        "The heart is normal in size. No focal consolidation, pneumothorax, or pleural effusion. Stable calcified "
+        "granuloma.",
+        "the heart is normal in size . no focal consolidation pneumothorax or pleural effusion . "
+        "stable calcified granuloma .",
+    ),
+    (
+        "Mild cardiomegaly. Streaky opacities may represent atelectasis.\nNo pneumothorax.",
+        "mild cardiomegaly . streaky opacities may represent atelectasis . no pneumothorax .",
+    ),
+    (
+        "No effusion, but there is cardiomegaly. The patient's PICC is unchanged.",
+        "no effusion but there is cardiomegaly . the patients picc is unchanged .",
+    ),
 ]
 
 
@@ -100,7 +113,9 @@ def test_raw_and_cleaned_text_agree(raw, cleaned):
 
 def test_sentences_split_on_periods_and_newlines_not_decimals():
     assert split_sentences("A 1.5 cm nodule. No effusion\nlungs clear .") == [
-        ["a", "1", "5", "cm", "nodule"], ["no", "effusion"], ["lungs", "clear"]
+        ["a", "1", "5", "cm", "nodule"],
+        ["no", "effusion"],
+        ["lungs", "clear"],
     ]
 
 

@@ -171,7 +171,12 @@ def test_evaluate_reports_labels_both_sides(no_java):
     )
     assert result["ce"] == expected_ce
     # Reference 2 has cardiomegaly and an effusion; prediction 2 finds the cardiomegaly only.
-    assert result["ce"]["per_observation"]["Cardiomegaly"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1}
+    assert result["ce"]["per_observation"]["Cardiomegaly"] == {
+        "precision": 1.0,
+        "recall": 1.0,
+        "f1": 1.0,
+        "support": 1,
+    }
     assert result["ce"]["per_observation"]["Pleural Effusion"]["recall"] == 0.0
     table = format_metrics_table(result)
     for heading in ("BLEU-4", "ROUGE-L", "CIDEr", "micro", "macro", "example", "Pleural Effusion"):

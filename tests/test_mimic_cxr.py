@@ -31,8 +31,13 @@ REPORT_WITHOUT_FINDINGS = """                                 FINAL REPORT
 """
 # study -> (subject, split, [(dicom, view)], report text or None, chexpert row or None)
 STUDIES = {
-    50000001: (10000001, "train", [("d1-lat", "LATERAL"), ("d1-pa", "PA")], REPORT_WITH_FINDINGS,
-               {"Pleural Effusion": "0.0", "Cardiomegaly": "1.0", "Edema": "-1.0"}),
+    50000001: (
+        10000001,
+        "train",
+        [("d1-lat", "LATERAL"), ("d1-pa", "PA")],
+        REPORT_WITH_FINDINGS,
+        {"Pleural Effusion": "0.0", "Cardiomegaly": "1.0", "Edema": "-1.0"},
+    ),
     50000002: (10000001, "validate", [("d2-ap", "AP"), ("d2-pa", "PA"), ("d2-ap2", "AP")], REPORT_WITH_FINDINGS, None),
     50000003: (11000002, "test", [("d3-pa", "PA")], REPORT_WITHOUT_FINDINGS, {"Support Devices": "1.0"}),
     50000004: (11000002, "train", [("d4-ll", "LL")], REPORT_WITH_FINDINGS, {}),
@@ -61,7 +66,15 @@ def write_fixture(root, gz=True, studies=STUDIES, drop_column=None):
         if chexpert is not None:
             chexpert_rows.append([subject, study] + [chexpert.get(name, "") for name in CHEXPERT_COLUMNS])
     split_header = ["dicom_id", "study_id", "subject_id", "split"]
-    metadata_header = ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns"]
+    metadata_header = [
+        "dicom_id",
+        "subject_id",
+        "study_id",
+        "PerformedProcedureStepDescription",
+        "ViewPosition",
+        "Rows",
+        "Columns",
+    ]
     if drop_column == "ViewPosition":
         metadata_header[4] = "View"
     write_csv(root / "mimic-cxr-2.0.0-split.csv", split_header, split_rows, gz)
@@ -85,7 +98,12 @@ def test_conversion_one_frontal_image_per_study(tmp_path, gz):
         "There is no focal consolidation, pleural effusion or pneumothorax. The cardiomediastinal silhouette is normal."
     )
     assert first["impression"] == "No acute cardiopulmonary process."
-    assert (first["study_id"], first["subject_id"], first["split"], first["view_position"]) == (50000001, 10000001, "train", "PA")
+    assert (first["study_id"], first["subject_id"], first["split"], first["view_position"]) == (
+        50000001,
+        10000001,
+        "train",
+        "PA",
+    )
     expected = [NOT_MENTIONED] * 14
     expected[CHEXPERT_OBSERVATIONS.index("Pleural Effusion")] = NEGATIVE
     expected[CHEXPERT_OBSERVATIONS.index("Cardiomegaly")] = POSITIVE
@@ -129,7 +147,10 @@ def test_bad_values_and_missing_files(tmp_path):
 
 
 def test_extract_sections():
-    assert extract_sections(REPORT_WITHOUT_FINDINGS) == {"findings": "", "impression": "Right IJ line ends in the SVC."}
+    assert extract_sections(REPORT_WITHOUT_FINDINGS) == {
+        "findings": "",
+        "impression": "Right IJ line ends in the SVC.",
+    }
     combined = " FINDINGS AND IMPRESSION:  Clear lungs.\n"
     assert extract_sections(combined) == {"findings": "", "impression": "Clear lungs."}
     repeated = " FINDINGS:\n\n FINDINGS:  Small left effusion.\n CONCLUSION: Effusion.\n"

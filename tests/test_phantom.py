@@ -134,7 +134,9 @@ def test_airspace_findings_add_density_in_one_lung(name, seed):
 
 
 def test_consolidation_is_denser_than_opacity():
-    peaks = {name: np.mean([finding_diff(name, seed).max() for seed in SEEDS]) for name in ("Lung Opacity", "Consolidation")}
+    peaks = {
+        name: np.mean([finding_diff(name, seed).max() for seed in SEEDS]) for name in ("Lung Opacity", "Consolidation")
+    }
     assert peaks["Consolidation"] > peaks["Lung Opacity"] + 20
 
 
@@ -259,8 +261,9 @@ def test_synthetic_annotation_split_and_subsample():
 
 
 def test_small_synthetic_build_is_readable_and_convertible(tmp_path):
-    path = build_phantom_benchmark(tmp_path / "bench", source="synthetic", image_size=32, max_studies=10, seed=4,
-                                   synthetic_studies=40)
+    path = build_phantom_benchmark(
+        tmp_path / "bench", source="synthetic", image_size=32, max_studies=10, seed=4, synthetic_studies=40
+    )
     annotation = read_annotation(path)
     assert sum(len(entries) for entries in annotation.values()) == 10
     dataset = annotation_to_dataset_dict(path, tmp_path / "bench" / "images")

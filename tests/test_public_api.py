@@ -49,8 +49,12 @@ def test_tiny_preset_is_the_config_the_stage2_trainer_builds():
     tokenizer = processor.tokenizer
     config = TrrgConfig.from_preset(
         "tiny",
-        text_config={"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
-                     "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
+        text_config={
+            "vocab_size": len(tokenizer),
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
         image_token_id=tokenizer.convert_tokens_to_ids(trrg.IMAGE_TOKEN),
         clue_token_id=tokenizer.convert_tokens_to_ids(trrg.CLUE_TOKEN),
     )
@@ -72,7 +76,11 @@ def test_preset_overrides_win_and_leave_the_presets_unchanged():
     config = TrrgConfig.from_preset("tiny", num_query_tokens=4, image_token_id=5, text_config={"vocab_size": 77})
     assert (config.num_query_tokens, config.image_token_id, config.interaction_hidden_size) == (4, 5, 64)
     # a sub-config mapping is merged into the preset's, unless it names another model_type
-    assert (config.text_config.model_type, config.text_config.vocab_size, config.text_config.hidden_size) == ("llama", 77, 64)
+    assert (config.text_config.model_type, config.text_config.vocab_size, config.text_config.hidden_size) == (
+        "llama",
+        77,
+        64,
+    )
     gpt2 = TrrgConfig.from_preset("tiny", text_config={"model_type": "gpt2", "n_embd": 32, "n_layer": 1, "n_head": 2})
     assert gpt2.text_config.model_type == "gpt2" and not hasattr(gpt2.text_config, "num_key_value_heads")
     given = GPT2Config(n_embd=16, n_layer=1, n_head=2)

@@ -19,9 +19,26 @@ pytestmark = pytest.mark.transformers_compat
 
 torch.set_num_threads(1)
 
-QUICK = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--use_cpu", "true", "--report_to", "none",
-         "--disable_tqdm", "true", "--dataloader_num_workers", "0", "--save_strategy", "no", "--eval_strategy", "no",
-         "--load_best_model_at_end", "false"]
+QUICK = [
+    "--max_steps",
+    "2",
+    "--per_device_train_batch_size",
+    "4",
+    "--use_cpu",
+    "true",
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "true",
+    "--dataloader_num_workers",
+    "0",
+    "--save_strategy",
+    "no",
+    "--eval_strategy",
+    "no",
+    "--load_best_model_at_end",
+    "false",
+]
 TRRG_MODEL = {"vision_config": {"image_size": 32, "window_size": 2}, "num_query_tokens": 4}
 
 REMOTE_PIPELINE = """
@@ -39,7 +56,9 @@ def phantom(tmp_path_factory):
     root = tmp_path_factory.mktemp("phantom")
     annotation = build_phantom_benchmark(root, source="synthetic", image_size=32, synthetic_studies=12, seed=2)
     images = annotation.parent / "images"
-    studies = [[str(images / path) for path in entry["image_path"]] for entry in read_annotation(annotation)["test"][:2]]
+    studies = [
+        [str(images / path) for path in entry["image_path"]] for entry in read_annotation(annotation)["test"][:2]
+    ]
     return annotation, images, studies
 
 
@@ -60,18 +79,57 @@ def test_vlci_folder_generates_without_cxrgen(phantom, tmp_path):
     config = tmp_path / "vlci.yaml"
     config.write_text(yaml.safe_dump({"preset": "tiny", "processor": {"min_frequency": 1}}))
     output = tmp_path / "vlci"
-    assert main(["train", "vlci", "--config", str(config), "--data", str(annotation), "--images", str(images),
-                 "--output", str(output), *QUICK]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "vlci",
+                "--config",
+                str(config),
+                "--data",
+                str(annotation),
+                "--images",
+                str(images),
+                "--output",
+                str(output),
+                *QUICK,
+            ]
+        )
+        == 0
+    )
     assert reports_without_cxrgen(output, studies, tmp_path) == reports_in_process(output, studies)
 
 
 def test_trrg_folder_generates_without_cxrgen(phantom, tmp_path):
     annotation, images, studies = phantom
-    stage1 = trrg_contrastive.run({"preset": "tiny", "model": {"vision_config": TRRG_MODEL["vision_config"]}},
-                                  annotation, images, tmp_path / "stage1", trainer_args=QUICK)
+    stage1 = trrg_contrastive.run(
+        {"preset": "tiny", "model": {"vision_config": TRRG_MODEL["vision_config"]}},
+        annotation,
+        images,
+        tmp_path / "stage1",
+        trainer_args=QUICK,
+    )
     config = tmp_path / "trrg.yaml"
     config.write_text(yaml.safe_dump({"preset": "tiny", "model": TRRG_MODEL}))
     output = tmp_path / "trrg"
-    assert main(["train", "trrg", "--config", str(config), "--data", str(annotation), "--images", str(images),
-                 "--output", str(output), "--init", str(stage1), *QUICK]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "trrg",
+                "--config",
+                str(config),
+                "--data",
+                str(annotation),
+                "--images",
+                str(images),
+                "--output",
+                str(output),
+                "--init",
+                str(stage1),
+                *QUICK,
+            ]
+        )
+        == 0
+    )
     assert reports_without_cxrgen(output, studies, tmp_path) == reports_in_process(output, studies)

@@ -52,7 +52,12 @@ def phantom(tmp_path_factory):
 
 def write_config(folder, training=None, **sections):
     path = folder / "config.yaml"
-    config = {"preset": "tiny", "processor": {"min_frequency": 1}, "training": {**TINY_TRAINING, **(training or {})}, **sections}
+    config = {
+        "preset": "tiny",
+        "processor": {"min_frequency": 1},
+        "training": {**TINY_TRAINING, **(training or {})},
+        **sections,
+    }
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -63,17 +68,43 @@ def radcare_run(phantom, tmp_path_factory):
     folder = tmp_path_factory.mktemp("radcare")
     config = write_config(folder)
     output = folder / "run"
-    code = main(["train", "radcare", "--config", str(config), "--data", str(phantom[0]), "--images", str(phantom[1]),
-                 "--output", str(output), "--seed", "7", "--learning_rate", "2e-3"])
+    code = main(
+        [
+            "train",
+            "radcare",
+            "--config",
+            str(config),
+            "--data",
+            str(phantom[0]),
+            "--images",
+            str(phantom[1]),
+            "--output",
+            str(output),
+            "--seed",
+            "7",
+            "--learning_rate",
+            "2e-3",
+        ]
+    )
     assert code == 0
     return output
 
 
 def assert_complete_model_folder(folder, phantom_card=True):
     files = set(os.listdir(folder))
-    assert {"model.safetensors", "config.json", "configuration_cmcrl.py", "modeling_cmcrl.py", "pipeline_cmcrl.py",
-            "processor_config.json", "processing_cmcrl.py", "image_processing_cxr.py", "cleaning.py", "tokenizer.json",
-            "README.md"} <= files
+    assert {
+        "model.safetensors",
+        "config.json",
+        "configuration_cmcrl.py",
+        "modeling_cmcrl.py",
+        "pipeline_cmcrl.py",
+        "processor_config.json",
+        "processing_cmcrl.py",
+        "image_processing_cxr.py",
+        "cleaning.py",
+        "tokenizer.json",
+        "README.md",
+    } <= files
     assert not any(name.endswith(".bin") and name != "training_args.bin" for name in files)
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_cmcrl.CmcrlForConditionalGeneration"
@@ -105,7 +136,10 @@ def test_radcare_cli_trains_logs_each_task_and_saves_complete_folders(radcare_ru
         assert "RadCARE pre-training" in card and "has not been evaluated" in card
         assert isinstance(AutoModelForPreTraining.from_pretrained(folder), CmcrlForPreTraining)
         assert isinstance(AutoProcessor.from_pretrained(folder), CmcrlProcessor)
-    final, last = load_file(radcare_run / "model.safetensors"), load_file(radcare_run / "checkpoint-4" / "model.safetensors")
+    final, last = (
+        load_file(radcare_run / "model.safetensors"),
+        load_file(radcare_run / "checkpoint-4" / "model.safetensors"),
+    )
     assert final.keys() == last.keys() and all(torch.equal(final[k], last[k]) for k in final)
 
 
@@ -119,7 +153,9 @@ def test_vlci_init_from_radcare_selects_best_checkpoint_by_metric(radcare_run, p
     state = json.loads((output / "trainer_state.json").read_text())
     evaluations = [entry for entry in state["log_history"] if "eval_ce_macro_f1" in entry]
     assert [entry["step"] for entry in evaluations] == [2, 4]
-    assert "eval_meteor" not in evaluations[0] and {"eval_bleu_4", "eval_cider", "eval_ce_micro_f1"} <= set(evaluations[0])
+    assert "eval_meteor" not in evaluations[0] and {"eval_bleu_4", "eval_cider", "eval_ce_micro_f1"} <= set(
+        evaluations[0]
+    )
     best = max(evaluations, key=lambda entry: entry["eval_ce_macro_f1"])  # the first of equal scores wins
     assert state["best_model_checkpoint"].endswith(f"checkpoint-{best['step']}")
     final = load_file(output / "model.safetensors")
@@ -196,7 +232,8 @@ def test_resume_after_interruption_gives_the_same_weights(stage, training, secti
 
 def test_training_args_precedence_and_errors(tmp_path):
     args = common.build_training_args(
-        tmp_path, {"learning_rate": 5e-4, "weight_decay": 0.01, "lr_scheduler_kwargs": {"min_lr_rate": 0.001}},
+        tmp_path,
+        {"learning_rate": 5e-4, "weight_decay": 0.01, "lr_scheduler_kwargs": {"min_lr_rate": 0.001}},
         {"learning_rate": "1e-4", "max_steps": 3, "use_cpu": True},
         ["--max_steps", "5", "--report_to", "tensorboard"],
     )
@@ -218,8 +255,20 @@ def test_stage_config_and_cli_errors(phantom, tmp_path, capsys):
     with pytest.raises(ValueError, match="bad.yaml.*unknown top-level key.*optimizer"):
         common.load_stage_config(bad)
     assert common.load_stage_config("tiny").preset == "tiny"
-    code = main(["train", "vlci", "--config", str(bad), "--data", str(phantom[0]), "--images", str(phantom[1]),
-                 "--output", str(tmp_path / "out")])
+    code = main(
+        [
+            "train",
+            "vlci",
+            "--config",
+            str(bad),
+            "--data",
+            str(phantom[0]),
+            "--images",
+            str(phantom[1]),
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 2 and "unknown top-level key" in capsys.readouterr().err
     config = write_config(tmp_path, {"metric_for_best_model": "bleu4", **VLCI_EVAL})
     with pytest.raises(ValueError, match="metric_for_best_model='bleu4'"):
@@ -245,7 +294,9 @@ def test_split_views_and_task_schedule(phantom):
 
     schedule = TaskSchedule(PRETRAINING_TASKS, [1, 1, 0, 2], seed=3)
     draws = [schedule.task(step, micro) for step in range(400) for micro in range(2)]
-    assert draws == [TaskSchedule(PRETRAINING_TASKS, [1, 1, 0, 2], seed=3).task(s, m) for s in range(400) for m in range(2)]
+    assert draws == [
+        TaskSchedule(PRETRAINING_TASKS, [1, 1, 0, 2], seed=3).task(s, m) for s in range(400) for m in range(2)
+    ]
     assert "v2v" not in draws and draws.count("t2t") / len(draws) == pytest.approx(0.5, abs=0.06)
     with pytest.raises(ValueError, match="non-negative"):
         TaskSchedule(PRETRAINING_TASKS, [1, -1, 0, 0], seed=0)
@@ -260,8 +311,20 @@ def test_backbone_warm_up_then_vlci_keeps_the_frozen_backbone(phantom, tmp_path)
 
     backbone_dir = tmp_path / "backbone"
     config = write_config(tmp_path, {"eval_strategy": "steps", "eval_steps": 2}, data={"augment": False})
-    code = main(["train", "backbone", "--config", str(config), "--data", str(phantom[0]), "--images", str(phantom[1]),
-                 "--output", str(backbone_dir)])
+    code = main(
+        [
+            "train",
+            "backbone",
+            "--config",
+            str(config),
+            "--data",
+            str(phantom[0]),
+            "--images",
+            str(phantom[1]),
+            "--output",
+            str(backbone_dir),
+        ]
+    )
     assert code == 0
     classifier = AutoModelForImageClassification.from_pretrained(backbone_dir)
     assert classifier.config.problem_type == "multi_label_classification"
@@ -275,8 +338,10 @@ def test_backbone_warm_up_then_vlci_keeps_the_frozen_backbone(phantom, tmp_path)
 
     (tmp_path / "vlci").mkdir()
     vlci_config = write_config(
-        tmp_path / "vlci", {"eval_strategy": "no", "load_best_model_at_end": False, "learning_rate": 1e-2},
-        model={"freeze_backbone": True}, data={"balance_power": 1.0},
+        tmp_path / "vlci",
+        {"eval_strategy": "no", "load_best_model_at_end": False, "learning_rate": 1e-2},
+        model={"freeze_backbone": True},
+        data={"balance_power": 1.0},
     )
     output = vlci.run(vlci_config, phantom[0], phantom[1], tmp_path / "vlci" / "run", init=backbone_dir)
     trained = weights(output)
@@ -284,9 +349,11 @@ def test_backbone_warm_up_then_vlci_keeps_the_frozen_backbone(phantom, tmp_path)
     prefix = "encoder.embeddings.backbone."
     backbone_names = [name for name in trained if name.startswith(prefix)]
     assert backbone_names and any("running_mean" in name for name in backbone_names)
-    assert all(torch.equal(trained[name], loaded[name[len(prefix):]]) for name in backbone_names)
+    assert all(torch.equal(trained[name], loaded[name[len(prefix) :]]) for name in backbone_names)
     model = AutoModel.from_pretrained(output)
-    assert model.config.freeze_backbone and not any(p.requires_grad for p in model.encoder.embeddings.backbone.parameters())
+    assert model.config.freeze_backbone and not any(
+        p.requires_grad for p in model.encoder.embeddings.backbone.parameters()
+    )
     assert "vision backbone (frozen) from backbone" in (output / "README.md").read_text()
     with pytest.raises(ValueError, match="--init .*config.json not found"):
         vlci.build_trainer(vlci_config, phantom[0], phantom[1], tmp_path / "other", init=tmp_path)

@@ -25,8 +25,20 @@ REPO = Path(__file__).resolve().parents[1]
 VISION = {"image_size": 32, "window_size": 2}
 STAGE1_CONFIG = {"preset": "tiny", "model": {"vision_config": VISION}}
 STAGE2_CONFIG = {"preset": "tiny", "model": {"vision_config": VISION, "num_query_tokens": 4}}
-QUICK = ["--per_device_train_batch_size", "4", "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true",
-         "--logging_steps", "1", "--dataloader_num_workers", "0"]
+QUICK = [
+    "--per_device_train_batch_size",
+    "4",
+    "--use_cpu",
+    "true",
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "true",
+    "--logging_steps",
+    "1",
+    "--dataloader_num_workers",
+    "0",
+]
 NO_EVAL = ["--eval_strategy", "no", "--load_best_model_at_end", "false"]
 
 
@@ -43,9 +55,13 @@ def weights(model):
 def bench(tmp_path_factory):
     """A 20-study synthetic phantom benchmark at 32 px and a stage-1 folder trained on it for 2 steps."""
     root = tmp_path_factory.mktemp("trrg_bench")
-    annotation = build_phantom_benchmark(root / "data", source="synthetic", image_size=32, synthetic_studies=20, seed=3)
+    annotation = build_phantom_benchmark(
+        root / "data", source="synthetic", image_size=32, synthetic_studies=20, seed=3
+    )
     images = annotation.parent / "images"
-    stage1 = trrg_contrastive.run(STAGE1_CONFIG, annotation, images, root / "stage1", trainer_args=trainer_args(2, None, *NO_EVAL))
+    stage1 = trrg_contrastive.run(
+        STAGE1_CONFIG, annotation, images, root / "stage1", trainer_args=trainer_args(2, None, *NO_EVAL)
+    )
     return annotation, images, stage1
 
 
@@ -130,8 +146,14 @@ def test_init_hands_over_vision_tower_and_prompt_embeddings_then_trains_and_eval
     assert processor.image_processor.size == {"height": 32, "width": 32}
 
     output = trrg.run(
-        STAGE2_CONFIG, annotation, images, tmp_path / "run", init=stage1,
-        trainer_args=trainer_args(2, 2, "--eval_strategy", "steps", "--eval_steps", "2", "--generation_max_length", "4"),
+        STAGE2_CONFIG,
+        annotation,
+        images,
+        tmp_path / "run",
+        init=stage1,
+        trainer_args=trainer_args(
+            2, 2, "--eval_strategy", "steps", "--eval_steps", "2", "--generation_max_length", "4"
+        ),
     )
     check_model_folder(output)
     card = (output / "README.md").read_text()
@@ -157,7 +179,9 @@ class StopAt(TrainerCallback):
 def test_resume_after_interruption_gives_the_uninterrupted_weights(bench, tmp_path):
     annotation, images, _ = bench
     arguments = trainer_args(4, 2, *NO_EVAL)
-    trainer, _, _ = trrg.build_trainer(STAGE2_CONFIG, annotation, images, tmp_path / "straight", trainer_args=arguments)
+    trainer, _, _ = trrg.build_trainer(
+        STAGE2_CONFIG, annotation, images, tmp_path / "straight", trainer_args=arguments
+    )
     trainer.train()
     expected = weights(trainer.model)
 
@@ -238,11 +262,30 @@ def test_trl_sft_recipe_trains_a_few_steps_and_saves_a_loadable_model(bench, tmp
     spec.loader.exec_module(recipe)
     config = tmp_path / "tiny.yaml"
     config.write_text(json.dumps(STAGE2_CONFIG))  # JSON is YAML
-    output = recipe.main([
-        "--config", str(config), "--data", str(annotation), "--images", str(images), "--output", str(tmp_path / "sft"),
-        "--lora-r", "4", "--max_steps", "3", "--use_cpu", "true", "--per_device_train_batch_size", "4",
-        "--logging_steps", "1", "--learning_rate", "1e-2",
-    ])
+    output = recipe.main(
+        [
+            "--config",
+            str(config),
+            "--data",
+            str(annotation),
+            "--images",
+            str(images),
+            "--output",
+            str(tmp_path / "sft"),
+            "--lora-r",
+            "4",
+            "--max_steps",
+            "3",
+            "--use_cpu",
+            "true",
+            "--per_device_train_batch_size",
+            "4",
+            "--logging_steps",
+            "1",
+            "--learning_rate",
+            "1e-2",
+        ]
+    )
     state = json.loads((output / trrg.ADAPTER_DIR / "adapter_config.json").read_text())
     assert state["r"] == 4
     base = TrrgForConditionalGeneration.from_pretrained(output / trrg.BASE_MODEL_DIR)

@@ -35,8 +35,11 @@ def test_import_fails_at_once_on_an_older_transformers(tmp_path):
     stub.mkdir()
     (stub / "METADATA").write_text("Metadata-Version: 2.1\nName: transformers\nVersion: 5.0.0\n")
     completed = subprocess.run(
-        [sys.executable, "-c", "import cxrgen"], env={"PYTHONPATH": str(tmp_path), "PATH": ""}, capture_output=True,
-        text=True, timeout=120,
+        [sys.executable, "-c", "import cxrgen"],
+        env={"PYTHONPATH": str(tmp_path), "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert completed.returncode == 1
     last_line = completed.stderr.strip().splitlines()[-1]
@@ -65,7 +68,10 @@ def trrg():
 
 def cmcrl_inputs():
     generator = torch.Generator().manual_seed(0)
-    return {"pixel_values": torch.randn(2, 2, 3, 32, 32, generator=generator), "pixel_mask": torch.ones(2, 2, dtype=torch.long)}
+    return {
+        "pixel_values": torch.randn(2, 2, 3, 32, 32, generator=generator),
+        "pixel_mask": torch.ones(2, 2, dtype=torch.long),
+    }
 
 
 @pytest.mark.parametrize("name", ["cache", "past_key_values"])
@@ -121,8 +127,15 @@ def _deprecations(run) -> list[str]:
 
 
 def _train_one_step(model, batch, tmp_path):
-    args = TrainingArguments(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, use_cpu=True,
-                             report_to="none", save_strategy="no", remove_unused_columns=False)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=1,
+        per_device_train_batch_size=2,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        remove_unused_columns=False,
+    )
     Trainer(model=model, args=args, train_dataset=[batch], data_collator=lambda rows: rows[0]).train()
 
 
@@ -148,7 +161,9 @@ def test_trrg_forward_generate_and_training_raise_no_deprecation(trrg, tmp_path)
         with torch.no_grad():
             trrg(input_ids=ids, pixel_values=pixels(2), labels=labels)
             trrg.generate(input_ids=ids, pixel_values=pixels(2), max_new_tokens=3, do_sample=False)
-        _train_one_step(copy.deepcopy(trrg).train(), {"input_ids": ids, "pixel_values": pixels(2), "labels": labels}, tmp_path)
+        _train_one_step(
+            copy.deepcopy(trrg).train(), {"input_ids": ids, "pixel_values": pixels(2), "labels": labels}, tmp_path
+        )
 
     assert _deprecations(run) == []
 
@@ -157,6 +172,8 @@ def test_trrg_forward_generate_and_training_raise_no_deprecation(trrg, tmp_path)
 def test_the_deprecation_probe_sees_transformers_notices(trrg):
     def run():
         with torch.no_grad():
-            trrg.model.language_model(input_ids=torch.tensor([[1, 7, 8]]), use_cache=True, past_key_values=DynamicCache())
+            trrg.model.language_model(
+                input_ids=torch.tensor([[1, 7, 8]]), use_cache=True, past_key_values=DynamicCache()
+            )
 
     assert _deprecations(run)

@@ -14,12 +14,63 @@ pytestmark = pytest.mark.transformers_compat
 torch.set_num_threads(1)
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<image>", "<clue>"]
-WORDS = (
-    "the heart is normal in size . lungs are clear no pleural effusion or pneumothorax there mild cardiomegaly "
-    "small left right edema opacity consolidation atelectasis pneumonia support devices fracture lesion "
-    "enlarged cardiomediastinum other findings consistent with evidence of acute cardiopulmonary process "
-    "chest radiograph abnormal not generate a report for this x-ray user assistant : stable"
-).split()
+WORDS = [
+    "the",
+    "heart",
+    "is",
+    "normal",
+    "in",
+    "size",
+    ".",
+    "lungs",
+    "are",
+    "clear",
+    "no",
+    "pleural",
+    "effusion",
+    "or",
+    "pneumothorax",
+    "there",
+    "mild",
+    "cardiomegaly",
+    "small",
+    "left",
+    "right",
+    "edema",
+    "opacity",
+    "consolidation",
+    "atelectasis",
+    "pneumonia",
+    "support",
+    "devices",
+    "fracture",
+    "lesion",
+    "enlarged",
+    "cardiomediastinum",
+    "other",
+    "findings",
+    "consistent",
+    "with",
+    "evidence",
+    "of",
+    "acute",
+    "cardiopulmonary",
+    "process",
+    "chest",
+    "radiograph",
+    "abnormal",
+    "not",
+    "generate",
+    "a",
+    "report",
+    "for",
+    "this",
+    "x-ray",
+    "user",
+    "assistant",
+    ":",
+    "stable",
+]
 IMAGE_ID, CLUE_ID = 4, 5
 IMAGE_SIZE = 32
 REPORT = "the heart is normal in size . no pleural effusion or pneumothorax ."
@@ -86,7 +137,11 @@ def trrg_config(arch="llama", **overrides):
 
 def contrastive_config():
     bert = BertConfig(
-        vocab_size=VOCAB_SIZE, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        vocab_size=VOCAB_SIZE,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
         max_position_embeddings=64,
     )
     return TrrgContrastiveConfig(vision_config=vision_config(), text_config=bert, projection_dim=16)

@@ -159,6 +159,10 @@ def test_stage2_built_from_parts_carries_stage1_perception(tmp_path):
     )
     with pytest.raises(ValueError, match="either vision_encoder or contrastive_model"):
         TrrgForConditionalGeneration.from_parts(
-            text_config(), vision_encoder=vision_config(), contrastive_model=stage1, contrastive_tokenizer=tokenizer,
-            image_token_id=4, clue_token_id=5,
+            text_config(),
+            vision_encoder=vision_config(),
+            contrastive_model=stage1,
+            contrastive_tokenizer=tokenizer,
+            image_token_id=4,
+            clue_token_id=5,
         )

@@ -5,7 +5,16 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from PIL import Image
-from test_trrg_common import CLUE_ID, IMAGE_ID, IMAGE_SIZE, build_tokenizer, pixels, prompt_ids, text_config, trrg_config
+from test_trrg_common import (
+    CLUE_ID,
+    IMAGE_ID,
+    IMAGE_SIZE,
+    build_tokenizer,
+    pixels,
+    prompt_ids,
+    text_config,
+    trrg_config,
+)
 from transformers import BitsAndBytesConfig
 
 from cxrgen.compat import CHECKPOINTING_ARGUMENT
@@ -96,7 +105,9 @@ def _quantized(tmp_path, **quantization):
     skip = list(TrrgForConditionalGeneration.quantization_skip_modules)
     config = BitsAndBytesConfig(llm_int8_skip_modules=skip, **quantization)
     try:
-        return TrrgForConditionalGeneration.from_pretrained(tmp_path / "base", quantization_config=config, device_map="cpu")
+        return TrrgForConditionalGeneration.from_pretrained(
+            tmp_path / "base", quantization_config=config, device_map="cpu"
+        )
     except (ImportError, RuntimeError) as error:  # bitsandbytes without a usable CPU backend
         if "bitsandbytes" in str(error).lower() and "cpu" in str(error).lower():
             pytest.skip(f"bitsandbytes CPU backend unavailable: {error}")
@@ -107,7 +118,10 @@ def test_4bit_lora_trains_and_generates_on_cpu(tmp_path):
     import bitsandbytes as bnb
 
     model = _quantized(
-        tmp_path, load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
+        tmp_path,
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.float32,
         bnb_4bit_use_double_quant=True,
     )
     llm_linear = model.model.language_model.layers[0].self_attn.q_proj
@@ -133,7 +147,10 @@ def test_8bit_loading_keeps_non_llm_modules_and_runs(tmp_path):
 
     model = _quantized(tmp_path, load_in_8bit=True)
     assert isinstance(model.model.language_model.layers[0].mlp.up_proj, bnb.nn.Linear8bitLt)
-    assert isinstance(model.model.projector.fc1, torch.nn.Linear) and model.model.projector.fc1.weight.dtype == torch.float32
+    assert (
+        isinstance(model.model.projector.fc1, torch.nn.Linear)
+        and model.model.projector.fc1.weight.dtype == torch.float32
+    )
     inputs = batch(model)
     with torch.no_grad():
         logits = model(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"]).logits
@@ -163,7 +180,9 @@ def test_trl_sft_trainer_trains_with_lora(tmp_path):
         rows.append(
             {
                 "images": views,
-                "prompt": [{"role": "user", "content": [{"type": "image"}] * 2 + [{"type": "text", "text": "generate"}]}],
+                "prompt": [
+                    {"role": "user", "content": [{"type": "image"}] * 2 + [{"type": "text", "text": "generate"}]}
+                ],
                 "completion": [{"role": "assistant", "content": [{"type": "text", "text": report}]}],
             }
         )
@@ -183,7 +202,9 @@ def test_trl_sft_trainer_trains_with_lora(tmp_path):
         max_length=None,
         dataloader_num_workers=0,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor, peft_config=lora(model))
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=processor, peft_config=lora(model)
+    )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]

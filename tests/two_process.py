@@ -18,8 +18,18 @@ def launch(launcher, stage, config, annotation, images, output, workdir, trainer
     env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_HOME=str(Path(workdir) / "hf_home"))
     if path is not None:
         env["PATH"] = str(path)
-    command = [sys.executable, "-m", *launcher, __file__, stage, json.dumps(config if isinstance(config, dict) else str(config)),
-               str(annotation), str(images), str(output), json.dumps(list(trainer_args))]
+    command = [
+        sys.executable,
+        "-m",
+        *launcher,
+        __file__,
+        stage,
+        json.dumps(config if isinstance(config, dict) else str(config)),
+        str(annotation),
+        str(images),
+        str(output),
+        json.dumps(list(trainer_args)),
+    ]
     completed = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
     return [json.loads((Path(output) / f"rank{rank}.json").read_text()) for rank in (0, 1)]

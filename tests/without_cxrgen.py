@@ -22,9 +22,14 @@ def run_without_cxrgen(script: str, args: list[str], workdir: Path, timeout: int
     """Run ``script`` with ``args`` in ``workdir``, offline, with a fresh HF home and modules cache there; cxrgen
     cannot be imported. Returns the completed process (stdout and stderr captured as text)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "HF_", "TRANSFORMERS_"))}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(workdir / "hf_home"), HF_MODULES_CACHE=str(workdir / "hf_modules"),
-               OMP_NUM_THREADS="1")
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(workdir / "hf_home"),
+        HF_MODULES_CACHE=str(workdir / "hf_modules"),
+        OMP_NUM_THREADS="1",
+    )
     path = workdir / "without_cxrgen.py"
     path.write_text(BLOCK_CXRGEN + script)
-    return subprocess.run([sys.executable, str(path), *args], cwd=workdir, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(path), *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout
+    )

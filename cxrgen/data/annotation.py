@@ -48,7 +48,9 @@ def validate_annotation(annotation, source="annotation"):
         raise AnnotationError(f"{source}: no split found; expected at least one of {list(SPLITS)}.")
     for split, entries in annotation.items():
         if not isinstance(entries, list):
-            raise AnnotationError(f"{source}: split '{split}' must be a list of entries, got {type(entries).__name__}.")
+            raise AnnotationError(
+                f"{source}: split '{split}' must be a list of entries, got {type(entries).__name__}."
+            )
         seen = {}
         for index, entry in enumerate(entries):
             _validate_entry(entry, f"{source}: split '{split}', entry {index}", split)
@@ -62,7 +64,9 @@ def validate_annotation(annotation, source="annotation"):
 
 def _validate_entry(entry, where, split):
     if not isinstance(entry, dict):
-        raise AnnotationError(f"{where}: expected an object with 'id', 'report' and 'image_path', got {type(entry).__name__}.")
+        raise AnnotationError(
+            f"{where}: expected an object with 'id', 'report' and 'image_path', got {type(entry).__name__}."
+        )
     entry_id = entry.get("id")
     if not isinstance(entry_id, str) or not entry_id:
         raise AnnotationError(f"{where}: field 'id' must be a non-empty string, got {entry_id!r}.")
@@ -71,7 +75,9 @@ def _validate_entry(entry, where, split):
         raise AnnotationError(f"{where}: field 'report' must be a string, got {entry.get('report')!r}.")
     paths = entry.get("image_path")
     if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
-        raise AnnotationError(f"{where}: field 'image_path' must be a non-empty list of non-empty strings, got {paths!r}.")
+        raise AnnotationError(
+            f"{where}: field 'image_path' must be a non-empty list of non-empty strings, got {paths!r}."
+        )
     if "split" in entry and entry["split"] != split:
         raise AnnotationError(f"{where}: field 'split' is {entry['split']!r} but the entry is in the '{split}' list.")
     if "labels" in entry:
@@ -112,7 +118,9 @@ def write_annotation(annotation, path):
     """
     path = Path(path)
     validate_annotation(annotation, str(path))
-    ordered = {split: [_ordered_entry(entry) for entry in annotation[split]] for split in SPLITS if split in annotation}
+    ordered = {
+        split: [_ordered_entry(entry) for entry in annotation[split]] for split in SPLITS if split in annotation
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
@@ -187,7 +195,12 @@ def annotation_to_dataset_dict(annotation_or_path, image_root, labeler=None):
 
 
 def _check_reports(annotation):
-    empty = [(split, entry["id"]) for split, entries in annotation.items() for entry in entries if not entry["report"].strip()]
+    empty = [
+        (split, entry["id"])
+        for split, entries in annotation.items()
+        for entry in entries
+        if not entry["report"].strip()
+    ]
     if empty:
         split, entry_id = empty[0]
         raise AnnotationError(

@@ -27,7 +27,9 @@ def _check_rows(rows, fields=("id", "images", "report")):
     for index, row in enumerate(rows):
         for field in fields:
             if field not in row:
-                raise ValueError(f"Batch row {index}: missing field {field!r}; expected rows with {', '.join(fields)}.")
+                raise ValueError(
+                    f"Batch row {index}: missing field {field!r}; expected rows with {', '.join(fields)}."
+                )
         if not row["images"]:
             raise ValueError(f"Batch row {index} (id {row['id']!r}): 'images' is empty; expected at least one view.")
 

@@ -75,13 +75,17 @@ def read_nlm_reports(source):
     elif source.is_file():
         try:
             with tarfile.open(source, "r:*") as archive:
-                members = sorted((m for m in archive.getmembers() if m.isfile() and m.name.endswith(".xml")), key=lambda m: m.name)
+                members = sorted(
+                    (m for m in archive.getmembers() if m.isfile() and m.name.endswith(".xml")), key=lambda m: m.name
+                )
                 for member in members:
                     studies.append(_parse_report(archive.extractfile(member).read(), f"{source}:{member.name}"))
         except tarfile.TarError as error:
             raise IUXrayError(f"{source}: not a readable tar archive of NLM report XMLs ({error}).") from error
     else:
-        raise IUXrayError(f"{source}: no such file or folder (expected {ARCHIVE_NAME} or its extracted folder of XMLs).")
+        raise IUXrayError(
+            f"{source}: no such file or folder (expected {ARCHIVE_NAME} or its extracted folder of XMLs)."
+        )
     if not studies:
         raise IUXrayError(f"{source}: contains no report XML files.")
     return studies
@@ -103,7 +107,7 @@ def _parse_report(data, name):
             raise IUXrayError(f"{name}: the section {label.upper()} appears twice.")
         sections[label] = " ".join("".join(node.itertext()).split())
     if "findings" not in sections:
-        raise IUXrayError(f"{name}: no <AbstractText Label=\"FINDINGS\"> element.")
+        raise IUXrayError(f'{name}: no <AbstractText Label="FINDINGS"> element.')
     image_ids = []
     for image in root.findall("parentImage"):
         if not image.get("id"):
@@ -117,7 +121,9 @@ def _parse_report(data, name):
         "indication": sections.get("indication", ""),
         "comparison": sections.get("comparison", ""),
         "mesh_major": [node.text.strip() for node in root.findall("MeSH/major") if node.text and node.text.strip()],
-        "mesh_automatic": [node.text.strip() for node in root.findall("MeSH/automatic") if node.text and node.text.strip()],
+        "mesh_automatic": [
+            node.text.strip() for node in root.findall("MeSH/automatic") if node.text and node.text.strip()
+        ],
         "image_ids": image_ids,
     }
 
@@ -168,7 +174,9 @@ def convert_iu_xray(reports_source=None, images_dir=None, seed=DEFAULT_SEED, spl
             raise IUXrayError(f"{study['file']}: image id '{image_ids[0]}' does not look like 'CXR<n>_IM-<n>-<n>'.")
         study_id = match.group(1)
         if study_id in entries:
-            raise IUXrayError(f"{study['file']}: study id '{study_id}' is also derived from {entries[study_id]['file']}.")
+            raise IUXrayError(
+                f"{study['file']}: study id '{study_id}' is also derived from {entries[study_id]['file']}."
+            )
         entries[study_id] = dict(study, id=study_id, image_ids=image_ids)
 
     if images_dir is not None:
@@ -232,7 +240,9 @@ def _check_png_folder(images_dir, entries):
     ]
     if missing:
         study_id, path = missing[0]
-        raise IUXrayError(f"Study '{study_id}': image '{path}' does not exist ({len(missing) - 1} other image(s) missing too).")
+        raise IUXrayError(
+            f"Study '{study_id}': image '{path}' does not exist ({len(missing) - 1} other image(s) missing too)."
+        )
 
 
 def _natural_key(text):

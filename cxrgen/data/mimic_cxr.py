@@ -109,9 +109,7 @@ def convert_mimic_cxr(root, reports_root=None, all_frontal_images=False):
         if not sections["findings"]:
             no_findings += 1
             continue
-        frontal = sorted(
-            (FRONTAL_VIEWS.index(views[d]), d) for d in study["dicoms"] if views[d] in FRONTAL_VIEWS
-        )
+        frontal = sorted((FRONTAL_VIEWS.index(views[d]), d) for d in study["dicoms"] if views[d] in FRONTAL_VIEWS)
         if not frontal:
             no_frontal += 1
             continue
@@ -187,12 +185,18 @@ def _read_split(path):
             raise MimicCxrError(
                 f"{path}, line {line}: column 'split' is {row['split']!r}; expected one of {list(_SPLIT_NAMES)}."
             )
-        dicoms[row["dicom_id"]] = (_integer(path, line, row, "study_id"), _integer(path, line, row, "subject_id"), split)
+        dicoms[row["dicom_id"]] = (
+            _integer(path, line, row, "study_id"),
+            _integer(path, line, row, "subject_id"),
+            split,
+        )
     return dicoms
 
 
 def _read_views(path):
-    return {row["dicom_id"]: (row["ViewPosition"] or "").strip() for _, row in _rows(path, ("dicom_id", "ViewPosition"))}
+    return {
+        row["dicom_id"]: (row["ViewPosition"] or "").strip() for _, row in _rows(path, ("dicom_id", "ViewPosition"))
+    }
 
 
 def _read_chexpert(path):

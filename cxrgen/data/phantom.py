@@ -137,7 +137,11 @@ def render_study(labels, seed, image_size=256, views=VIEWS):
         elif code == UNCERTAIN:
             strengths[name] = UNCERTAIN_STRENGTH
     anatomy = _sample_anatomy(_rng(seed, "anatomy"))
-    findings = {name: _FINDING_SAMPLERS[name](_rng(seed, name), s) for name, s in strengths.items() if name in _FINDING_SAMPLERS}
+    findings = {
+        name: _FINDING_SAMPLERS[name](_rng(seed, name), s)
+        for name, s in strengths.items()
+        if name in _FINDING_SAMPLERS
+    }
     anatomy = _apply_geometry(anatomy, findings)
     renderers = {"frontal": _render_frontal, "lateral": _render_lateral}
     return [renderers[view](anatomy, findings, int(image_size), _rng(seed, f"noise {view}")) for view in views]
@@ -486,7 +490,9 @@ def _branch(layer, rng, start, angle, side, length, width, depth):
     layer.line([start, end], width, value=int(255 * (1 - 0.15 * depth)))
     if depth < 3:
         for turn in (-0.35, 0.35):
-            _branch(layer, rng, end, angle + turn + rng.uniform(-0.2, 0.2), side, length * 0.72, width * 0.65, depth + 1)
+            _branch(
+                layer, rng, end, angle + turn + rng.uniform(-0.2, 0.2), side, length * 0.72, width * 0.65, depth + 1
+            )
 
 
 def _render_frontal(anatomy, findings, size, noise_rng):
@@ -499,7 +505,7 @@ def _render_frontal(anatomy, findings, size, noise_rng):
     heart_layer = _Layer(size)
     heart_layer.ellipse(heart_x, heart_y, heart_w, heart_h)
     heart = heart_layer.array(blur=0.004)
-    mediastinum = _smoothstep(0.0, 0.01, _mediastinum_half_width(a, Y) - np.abs(X - a.cx)) * (Y < a.heart_floor)
+    mediastinum = _smoothstep(0.0, 0.01, _mediastinum_half_width(a, Y) - np.abs(X - a.cx)) * (a.heart_floor > Y)
     knob = _Layer(size)
     knob.ellipse(a.cx + _mediastinum_half_width(a, a.hilum_y - 0.09), a.hilum_y - 0.09, 0.025, 0.022)
     mediastinum = np.maximum(mediastinum, knob.array(blur=0.004))
@@ -511,7 +517,7 @@ def _render_frontal(anatomy, findings, size, noise_rng):
         lungs[side] = layer.array(blur=0.004) * (1 - heart) * (1 - mediastinum)
 
     density = _SOFT_TISSUE * body
-    dome = np.where(X < a.cx, a.dome_y[-1], a.dome_y[1])
+    dome = np.where(a.cx > X, a.dome_y[-1], a.dome_y[1])
     lung_total = lungs[-1] + lungs[1]
     density += 0.45 * body * _smoothstep(dome, dome + 0.06, Y) * (1 - lung_total)
     density += 0.45 * body * np.maximum(heart, mediastinum)
@@ -519,7 +525,9 @@ def _render_frontal(anatomy, findings, size, noise_rng):
     density += 0.12 * spine
     if a.gastric_bubble:
         density -= 0.3 * _gaussian(X, Y, a.cx + 0.14, a.dome_y[1] + 0.06, 0.05, 0.025)
-    trachea = _smoothstep(0.0, 0.006, 0.016 - np.abs(X - a.cx)) * (1 - _smoothstep(a.hilum_y - 0.06, a.hilum_y - 0.03, Y))
+    trachea = _smoothstep(0.0, 0.006, 0.016 - np.abs(X - a.cx)) * (
+        1 - _smoothstep(a.hilum_y - 0.06, a.hilum_y - 0.03, Y)
+    )
     density -= 0.25 * trachea
 
     pneumothorax = findings.get("Pneumothorax")
@@ -575,7 +583,9 @@ def _render_frontal(anatomy, findings, size, noise_rng):
     if "Pleural Other" in findings:
         density += _frontal_pleural_thickening(findings["Pleural Other"], a, X, Y, lungs)
     if "Support Devices" in findings:
-        density += _METAL * findings["Support Devices"]["strength"] * _frontal_devices(findings["Support Devices"], a, size)
+        density += (
+            _METAL * findings["Support Devices"]["strength"] * _frontal_devices(findings["Support Devices"], a, size)
+        )
     return _to_image(density, a, noise_rng)
 
 
@@ -615,7 +625,9 @@ def _frontal_edema(f, a, X, Y, lungs, size):
 
 def _lesion(X, Y, x, y, f):
     angle = np.arctan2(Y - y, X - x)
-    wobble = 1 + sum(amp * np.cos((k + 2) * angle + ph) for k, (amp, ph) in enumerate(zip(f["lobulation"], f["phase"])))
+    wobble = 1 + sum(
+        amp * np.cos((k + 2) * angle + ph) for k, (amp, ph) in enumerate(zip(f["lobulation"], f["phase"]))
+    )
     distance = np.hypot(X - x, Y - y) / (f["radius"] * wobble)
     return 1 - _smoothstep(0.85, 1.1, distance)
 
@@ -654,19 +666,28 @@ def _frontal_devices(f, a, size):
         layer.line([(a.cx + bend[0], 0.0), (a.cx + bend[1] * 0.5, a.apex_y), (a.cx, tip)], 0.008)
     if "nasogastric tube" in f["devices"]:
         stomach = (a.cx + 0.13, a.dome_y[1] + 0.08)
-        layer.line([(a.cx + 0.01, 0.0), (a.cx + 0.015 + bend[2], a.hilum_y), (a.cx + 0.03, a.dome_y[1]), stomach], 0.005)
+        layer.line(
+            [(a.cx + 0.01, 0.0), (a.cx + 0.015 + bend[2], a.hilum_y), (a.cx + 0.03, a.dome_y[1]), stomach], 0.005
+        )
     if "central line" in f["devices"]:
         side = f["line_side"]
         layer.line(
-            [(a.cx + side * 0.3, a.apex_y - 0.01), (a.cx + side * 0.12, a.apex_y + 0.03 + bend[3]),
-             (a.cx - 0.035, a.apex_y + 0.1), (a.cx - 0.03, a.hilum_y + 0.03)],
+            [
+                (a.cx + side * 0.3, a.apex_y - 0.01),
+                (a.cx + side * 0.12, a.apex_y + 0.03 + bend[3]),
+                (a.cx - 0.035, a.apex_y + 0.1),
+                (a.cx - 0.03, a.hilum_y + 0.03),
+            ],
             0.004,
         )
     if "pacemaker" in f["devices"]:
         gx, gy = a.cx + 0.24, a.apex_y + 0.05
         layer.rounded_rectangle(gx - 0.045, gy - 0.03, gx + 0.045, gy + 0.03, 0.012)
         heart_x, heart_y, heart_w, heart_h = a.heart_box()
-        atrium, ventricle = (heart_x - 0.5 * heart_w, heart_y - 0.3 * heart_h), (heart_x + 0.1 * heart_w, heart_y + 0.5 * heart_h)
+        atrium, ventricle = (
+            (heart_x - 0.5 * heart_w, heart_y - 0.3 * heart_h),
+            (heart_x + 0.1 * heart_w, heart_y + 0.5 * heart_h),
+        )
         for target in (atrium, ventricle):
             layer.line([(gx, gy), (a.cx + 0.08, a.apex_y + 0.06), (a.cx - 0.03, a.hilum_y), target], 0.004)
     return layer.array(blur=0.0015)
@@ -686,7 +707,9 @@ def _lateral_lung_outline(a, collapse=0.0):
     dome = min(a.dome_y.values())
     diaphragm = list(zip(back - q * (back - front), dome + 0.1 * (1 - q) ** 3 + 0.02 * q))
     anterior_y = np.linspace(diaphragm[-1][1], a.apex_y + 0.06, 12)
-    anterior = list(zip(front + 0.08 * ((diaphragm[-1][1] - anterior_y) / (diaphragm[-1][1] - a.apex_y)) ** 2, anterior_y))
+    anterior = list(
+        zip(front + 0.08 * ((diaphragm[-1][1] - anterior_y) / (diaphragm[-1][1] - a.apex_y)) ** 2, anterior_y)
+    )
     points = np.array(apex + posterior[1:] + diaphragm[1:] + anterior[1:])
     if collapse:
         anchor = np.array([0.45, dome])
@@ -707,7 +730,9 @@ def _render_lateral(anatomy, findings, size, noise_rng):
     body = _smoothstep(0.0, 0.02, X - front) * _smoothstep(0.0, 0.02, back - X)
     heart_ratio = a.heart_ratio / 0.44
     heart_layer = _Layer(size)
-    heart_layer.ellipse(0.34 + 0.05 * (heart_ratio - 1), a.heart_floor - 0.05, 0.14 * heart_ratio, a.heart_half_height * 1.1)
+    heart_layer.ellipse(
+        0.34 + 0.05 * (heart_ratio - 1), a.heart_floor - 0.05, 0.14 * heart_ratio, a.heart_half_height * 1.1
+    )
     heart = heart_layer.array(blur=0.005)
     widening = a.extras.get("upper_widening", 0.0)
     lung_layer = _Layer(size)
@@ -724,9 +749,13 @@ def _render_lateral(anatomy, findings, size, noise_rng):
         shift = 0.02 * np.sin(np.pi * y)
         spine_layer.rounded_rectangle(0.72 + shift, y + 0.004, 0.8 + shift, y + vertebra - 0.004, 0.004)
     density += 0.25 * spine_layer.array(blur=0.002)
-    sternum = _smoothstep(0, 0.005, 0.012 - np.abs(X - 0.18)) * _smoothstep(0.18, 0.22, Y) * (1 - _smoothstep(0.55, 0.6, Y))
+    sternum = (
+        _smoothstep(0, 0.005, 0.012 - np.abs(X - 0.18)) * _smoothstep(0.18, 0.22, Y) * (1 - _smoothstep(0.55, 0.6, Y))
+    )
     density += 0.25 * sternum
-    trachea = _smoothstep(0, 0.005, 0.016 - np.abs(X - (0.46 + 0.08 * Y))) * (1 - _smoothstep(a.hilum_y - 0.04, a.hilum_y, Y))
+    trachea = _smoothstep(0, 0.005, 0.016 - np.abs(X - (0.46 + 0.08 * Y))) * (
+        1 - _smoothstep(a.hilum_y - 0.04, a.hilum_y, Y)
+    )
     density -= 0.2 * trachea
     if widening:
         density += 0.3 * _gaussian(X, Y, 0.27, a.hilum_y - 0.1, 0.02 + 1.2 * widening, 0.09) * lung
@@ -758,7 +787,9 @@ def _render_lateral(anatomy, findings, size, noise_rng):
             density += amplitude * f["strength"] * np.clip(field, 0, 1) * lung
     if "Edema" in findings:
         f = findings["Edema"]
-        density += 0.22 * f["strength"] * _gaussian(X, Y, 0.5, a.hilum_y + 0.03, 0.1 * f["spread"], 0.1 * f["spread"]) * lung
+        density += (
+            0.22 * f["strength"] * _gaussian(X, Y, 0.5, a.hilum_y + 0.03, 0.1 * f["spread"], 0.1 * f["spread"]) * lung
+        )
     if "Atelectasis" in findings:
         f = findings["Atelectasis"]
         layer = _Layer(size)
@@ -778,7 +809,9 @@ def _render_lateral(anatomy, findings, size, noise_rng):
         band = _smoothstep(0, 0.004, f["thickness"] - np.abs(X - 0.71)) * _smoothstep(0.3, 0.35, Y) * lung
         density += 0.35 * f["strength"] * band
     if "Support Devices" in findings:
-        density += _METAL * findings["Support Devices"]["strength"] * _lateral_devices(findings["Support Devices"], a, size)
+        density += (
+            _METAL * findings["Support Devices"]["strength"] * _lateral_devices(findings["Support Devices"], a, size)
+        )
     return _to_image(density, a, noise_rng)
 
 

@@ -22,7 +22,9 @@ def observation_balance_weights(labels, power=1.0):
         raise ValueError(f"balance power must be >= 0, got {power!r}.")
     positive = (torch.as_tensor(labels, dtype=torch.int64) == POSITIVE).float()
     if positive.dim() != 2:
-        raise ValueError(f"labels: expected one row of observation codes per study, got shape {tuple(positive.shape)}.")
+        raise ValueError(
+            f"labels: expected one row of observation codes per study, got shape {tuple(positive.shape)}."
+        )
     counts = positive.sum(0)
     rarity = torch.where(counts > 0, (counts.max() / counts.clamp(min=1)) ** power, torch.zeros_like(counts))
     return (positive * rarity).max(dim=1).values.clamp(min=1.0)

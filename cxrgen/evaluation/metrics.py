@@ -204,8 +204,11 @@ def format_metrics_table(result):
     for name, reason in nlg["unavailable"].items():
         lines.append(f"  ({name} unavailable: {reason})")
     ce = result["ce"]
-    lines += ["", f"Clinical efficacy ({ce['num_reports']} reports, positive vs rest)",
-              f"  {'average':<28} {'P':>7} {'R':>7} {'F1':>7}"]
+    lines += [
+        "",
+        f"Clinical efficacy ({ce['num_reports']} reports, positive vs rest)",
+        f"  {'average':<28} {'P':>7} {'R':>7} {'F1':>7}",
+    ]
     for average in CE_AVERAGES:
         scores = ce[average]
         lines.append(f"  {average:<28} {scores['precision']:7.4f} {scores['recall']:7.4f} {scores['f1']:7.4f}")

@@ -83,7 +83,9 @@ def evaluate_model(
         generator = load_generator(model_dir)
     studies = study_paths(dataset)
     started = time.perf_counter()
-    generated = generate_reports(generator, studies, batch_size=batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens)
+    generated = generate_reports(
+        generator, studies, batch_size=batch_size, num_beams=num_beams, max_new_tokens=max_new_tokens
+    )
     generation_seconds = time.perf_counter() - started
     references = reference_reports(generator.processor, dataset["report"])
     records = [
@@ -110,14 +112,20 @@ def evaluate_model(
     paths["metrics"].write_text(json.dumps({**metrics, "settings": settings}, indent=2), encoding="utf-8")
     examples = write_examples(records[:num_examples], output_dir)
     paths["report"].write_text(
-        markdown_report(metrics, examples, title=f"Evaluation of {Path(model_dir).name} on the {split} split", settings=settings),
+        markdown_report(
+            metrics, examples, title=f"Evaluation of {Path(model_dir).name} on the {split} split", settings=settings
+        ),
         encoding="utf-8",
     )
     return {"metrics": metrics, "records": records, "paths": paths}
 
 
 def _overrides(num_beams, max_new_tokens):
-    return {key: value for key, value in (("num_beams", num_beams), ("max_new_tokens", max_new_tokens)) if value is not None}
+    return {
+        key: value
+        for key, value in (("num_beams", num_beams), ("max_new_tokens", max_new_tokens))
+        if value is not None
+    }
 
 
 def write_examples(records, output_dir):
@@ -195,6 +203,8 @@ def markdown_report(metrics, examples, title, settings=None):
         lines += [f"### {example['id']}", "", images, "", f"**Reference:** {example['reference']}", ""]
         lines += [f"**Generated:** {example['prediction']}", ""]
         if "clues" in example:
-            clues = ", ".join(f"{c['observation']} ({c['polarity']}, {c['probability']:.2f})" for c in example["clues"])
+            clues = ", ".join(
+                f"{c['observation']} ({c['polarity']}, {c['probability']:.2f})" for c in example["clues"]
+            )
             lines += [f"**Clues used:** {clues or 'none'}", ""]
     return "\n".join(lines)

@@ -101,8 +101,13 @@ def build_model_card(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}.")
-    for field, value in (("model_name", model_name), ("repo_id", repo_id), ("dataset_name", dataset_name),
-                         ("dataset_id", dataset_id), ("dataset_split", dataset_split)):
+    for field, value in (
+        ("model_name", model_name),
+        ("repo_id", repo_id),
+        ("dataset_name", dataset_name),
+        ("dataset_id", dataset_id),
+        ("dataset_split", dataset_split),
+    ):
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{field} must be a non-empty string, got {value!r}.")
     if not isinstance(is_phantom_data, bool):

@@ -30,7 +30,6 @@ only because it travels to the Hub with the processor code.
 
 import re
 
-
 STYLES = ("iu", "mimic")
 
 # Same replacements, in the same order, as R2Gen: "1. " anywhere, then ". N. " and " N. " for N = 2..5.

@@ -25,10 +25,14 @@ class CmcrlProcessor(ProcessorMixin):
         if cleaning_style not in STYLES:
             raise ValueError(f"cleaning_style={cleaning_style!r}: expected one of {STYLES}")
         if tokenizer is None:
-            raise ValueError("CmcrlProcessor needs the report tokenizer (see cxrgen.processing.build_report_tokenizer)")
+            raise ValueError(
+                "CmcrlProcessor needs the report tokenizer (see cxrgen.processing.build_report_tokenizer)"
+            )
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
             if getattr(tokenizer, name) is None:
-                raise ValueError(f"CmcrlProcessor: the tokenizer has no {name[:-3]} ([PAD], [BOS] and [EOS] are required)")
+                raise ValueError(
+                    f"CmcrlProcessor: the tokenizer has no {name[:-3]} ([PAD], [BOS] and [EOS] are required)"
+                )
         self.cleaning_style = cleaning_style
         super().__init__(image_processor if image_processor is not None else CxrImageProcessor(), tokenizer, **kwargs)
 

@@ -137,7 +137,9 @@ class TrrgProcessor(ProcessorMixin):
             return super().__call__(images=images, text=text, **kwargs)
         return self._training_batch(images, text, reports, **kwargs)
 
-    def _training_batch(self, images, text, reports, max_length=None, padding_side="right", return_tensors="pt", **kwargs):
+    def _training_batch(
+        self, images, text, reports, max_length=None, padding_side="right", return_tensors="pt", **kwargs
+    ):
         if isinstance(reports, str):
             reports = [reports]
         if text is None or len(reports) != len(text):

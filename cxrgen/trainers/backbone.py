@@ -76,29 +76,41 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
         raise ValueError("The backbone stage starts from random weights; --init is not used here.")
     stage_config = load_stage_config(config)
     if stage_config.processor:
-        logger.warning("%s: the 'processor' section is not used by the backbone stage (it has no tokenizer).", stage_config.source)
+        logger.warning(
+            "%s: the 'processor' section is not used by the backbone stage (it has no tokenizer).", stage_config.source
+        )
     annotation = read_annotation(data)
     checkpoint = resume_checkpoint(output, resume)
     model_config = CmcrlConfig.from_preset(stage_config.preset or DEFAULT_PRESET, **stage_config.model)
-    args = build_training_args(output, TRAINING_DEFAULTS, stage_config.training, trainer_args, source=stage_config.source)
+    args = build_training_args(
+        output, TRAINING_DEFAULTS, stage_config.training, trainer_args, source=stage_config.source
+    )
     options = data_options(stage_config)
     evaluating = str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no"
 
     set_seed(args.seed)
-    classifier_config = model_config.backbone_config.__class__(**{
-        **model_config.backbone_config.to_dict(),
-        "num_labels": len(CHEXPERT_OBSERVATIONS),
-        "id2label": dict(enumerate(CHEXPERT_OBSERVATIONS)),
-        "label2id": {name: index for index, name in enumerate(CHEXPERT_OBSERVATIONS)},
-        "problem_type": "multi_label_classification",
-    })
+    classifier_config = model_config.backbone_config.__class__(
+        **{
+            **model_config.backbone_config.to_dict(),
+            "num_labels": len(CHEXPERT_OBSERVATIONS),
+            "id2label": dict(enumerate(CHEXPERT_OBSERVATIONS)),
+            "label2id": {name: index for index, name in enumerate(CHEXPERT_OBSERVATIONS)},
+            "problem_type": "multi_label_classification",
+        }
+    )
     model = AutoModelForImageClassification.from_config(classifier_config)
     image_processor = CxrImageProcessor(size={"height": model_config.image_size, "width": model_config.image_size})
-    setup = training_setup(stage_config, args, annotation, data, **{
-        "image size": model_config.image_size,
-        "backbone": model_config.backbone_config.model_type,
-        "augmentation": options["augment"],
-    })
+    setup = training_setup(
+        stage_config,
+        args,
+        annotation,
+        data,
+        **{
+            "image size": model_config.image_size,
+            "backbone": model_config.backbone_config.model_type,
+            "augmentation": options["augment"],
+        },
+    )
     info = card_info(stage_config, annotation, data, output, "cmcrl", "vision backbone warm-up", setup)
     trainer = Trainer(
         model=model,
@@ -133,7 +145,7 @@ def _write_card(output, info, log_history, step):
 # {info.model_name}
 
 A vision backbone for CMCRL report generation (cxrgen), trained as a multi-label classifier of the 14 CheXpert
-observations on the views of {info.dataset_name}{' (phantom radiographs)' if info.is_phantom_data else ''}. It is an
+observations on the views of {info.dataset_name}{" (phantom radiographs)" if info.is_phantom_data else ""}. It is an
 intermediate checkpoint: `cxrgen train vlci --init <this folder>` loads it into a report generator's backbone.
 
 **Intended use: research only. Not for clinical decisions.** Labels come from a rule-based labeler of the reports,

@@ -88,7 +88,9 @@ def get_stage(name):
     except ModuleNotFoundError as error:
         if error.name != STAGES[name]:
             raise
-        raise ValueError(f"Training stage {name!r} is not available in this installation ({STAGES[name]} is missing).") from error
+        raise ValueError(
+            f"Training stage {name!r} is not available in this installation ({STAGES[name]} is missing)."
+        ) from error
     return module.run
 
 
@@ -112,7 +114,9 @@ class StageConfig:
         values = getattr(self, name)
         unknown = sorted(set(values) - set(allowed))
         if unknown:
-            raise ValueError(f"{self.source}: unknown key(s) {unknown} in '{name}'; expected some of {sorted(allowed)}.")
+            raise ValueError(
+                f"{self.source}: unknown key(s) {unknown} in '{name}'; expected some of {sorted(allowed)}."
+            )
         return values
 
 
@@ -122,7 +126,9 @@ def load_stage_config(config):
         return config
     if isinstance(config, dict):
         values, source = config, "config"
-    elif isinstance(config, (str, os.PathLike)) and (Path(config).is_file() or str(config).endswith((".yaml", ".yml"))):
+    elif isinstance(config, (str, os.PathLike)) and (
+        Path(config).is_file() or str(config).endswith((".yaml", ".yml"))
+    ):
         path = Path(config)
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -136,7 +142,9 @@ def load_stage_config(config):
     else:
         raise ValueError(f"config must be a preset name, a YAML file or a dict, got {config!r}.")
     if not isinstance(values, dict):
-        raise ValueError(f"{source}: expected a mapping with keys among {list(CONFIG_SECTIONS)}, got {type(values).__name__}.")
+        raise ValueError(
+            f"{source}: expected a mapping with keys among {list(CONFIG_SECTIONS)}, got {type(values).__name__}."
+        )
     unknown = sorted(set(values) - set(CONFIG_SECTIONS))
     if unknown:
         raise ValueError(f"{source}: unknown top-level key(s) {unknown}; expected some of {list(CONFIG_SECTIONS)}.")
@@ -166,8 +174,10 @@ def load_split(annotation, image_root, split, required=True):
         annotation = read_annotation(annotation)
     if not annotation.get(split):
         if required:
-            raise ValueError(f"The annotation has no '{split}' studies (splits: "
-                             f"{ {name: len(entries) for name, entries in annotation.items()} }); training needs them.")
+            raise ValueError(
+                f"The annotation has no '{split}' studies (splits: "
+                f"{ {name: len(entries) for name, entries in annotation.items()} }); training needs them."
+            )
         return None
     return annotation_to_dataset_dict({split: annotation[split]}, image_root)[split]
 
@@ -213,12 +223,16 @@ def cmcrl_config_and_processor(stage_config, default_preset, train_reports, proc
     config = CmcrlConfig.from_preset(stage_config.preset or default_preset, **overrides)
     if processor_folder is not None:
         if options:
-            logger.warning("The processor comes from %s; the config's 'processor' options are not used.", processor_folder)
+            logger.warning(
+                "The processor comes from %s; the config's 'processor' options are not used.", processor_folder
+            )
         processor = load_processor(processor_folder, CmcrlProcessor)
         size = processor.image_processor.size
         if (size["height"], size["width"]) != (config.image_size, config.image_size):
-            raise ValueError(f"{processor_folder}: its processor resizes images to {size['height']}x{size['width']}, "
-                             f"the model config expects {config.image_size}x{config.image_size}.")
+            raise ValueError(
+                f"{processor_folder}: its processor resizes images to {size['height']}x{size['width']}, "
+                f"the model config expects {config.image_size}x{config.image_size}."
+            )
     else:
         processor = build_cmcrl_processor(train_reports, config.image_size, config.max_report_length, **options)
     config.vocab_size = len(processor.tokenizer)
@@ -268,8 +282,10 @@ def resume_checkpoint(output, resume):
         logger.info("Resuming from %s", latest)
         return latest
     if latest is not None:
-        raise ValueError(f"{output} already holds checkpoints ({Path(latest).name}); pass --resume to continue that run "
-                         "or choose another output folder.")
+        raise ValueError(
+            f"{output} already holds checkpoints ({Path(latest).name}); pass --resume to continue that run "
+            "or choose another output folder."
+        )
     return None
 
 
@@ -286,7 +302,9 @@ def _argv(values):
     return argv, direct
 
 
-def build_training_args(output_dir, defaults, overrides=None, cli_args=(), args_class=TrainingArguments, source="config"):
+def build_training_args(
+    output_dir, defaults, overrides=None, cli_args=(), args_class=TrainingArguments, source="config"
+):
     """``args_class`` (TrainingArguments or a subclass) from stage ``defaults`` < ``overrides`` (the YAML
     ``training`` section, named ``source`` in errors) < ``cli_args`` (command-line strings such as
     ``["--learning_rate", "1e-4"]``). ``output_dir`` is the run folder and cannot be overridden."""
@@ -302,7 +320,9 @@ def build_training_args(output_dir, defaults, overrides=None, cli_args=(), args_
         except argparse.ArgumentError as error:
             raise ValueError(f"{where}: {error}") from error
         if unknown:
-            raise ValueError(f"{where}: unknown Trainer argument(s) {unknown} (see transformers.{args_class.__name__}).")
+            raise ValueError(
+                f"{where}: unknown Trainer argument(s) {unknown} (see transformers.{args_class.__name__})."
+            )
         return {name: value for name, value in vars(namespace).items() if value is not unset}
 
     overrides = dict(overrides or {})
@@ -312,7 +332,9 @@ def build_training_args(output_dir, defaults, overrides=None, cli_args=(), args_
     yaml_argv, direct = _argv(overrides)
     values = {**defaults, **direct, **parse(yaml_argv, f"{source} 'training'"), **parse(cli_args, "Trainer arguments")}
     if "output_dir" in values and Path(values["output_dir"]) != Path(output_dir):
-        raise ValueError("output_dir is the stage's --output folder; do not set it in the config or Trainer arguments.")
+        raise ValueError(
+            "output_dir is the stage's --output folder; do not set it in the config or Trainer arguments."
+        )
     values["output_dir"] = str(output_dir)
     return args_class(**values)
 
@@ -352,8 +374,10 @@ def report_metrics(processor, references):
         if isinstance(predictions, tuple):
             predictions = predictions[0]
         if len(predictions) != len(references):
-            raise ValueError(f"compute_metrics got {len(predictions)} generated reports for {len(references)} "
-                             "evaluation studies: the evaluation data must be the dataset the metrics were built for.")
+            raise ValueError(
+                f"compute_metrics got {len(predictions)} generated reports for {len(references)} "
+                "evaluation studies: the evaluation data must be the dataset the metrics were built for."
+            )
         return flatten_metrics(evaluate_reports(processor.post_process_generation(predictions), references))
 
     return compute_metrics
@@ -364,7 +388,7 @@ def check_best_metric(args):
     metric = args.metric_for_best_model
     if metric is None:
         return
-    key = metric[len("eval_"):] if metric.startswith("eval_") else metric
+    key = metric[len("eval_") :] if metric.startswith("eval_") else metric
     if key != "loss" and key not in METRIC_NAMES:
         raise ValueError(f"metric_for_best_model={metric!r}: expected 'loss' or one of {list(METRIC_NAMES)}.")
 
@@ -388,8 +412,17 @@ class CardInfo:
     metrics_source_description: str | None = None
 
 
-def card_info(stage_config, annotation, data, output, method, stage, training_setup, initialization=None,
-              metrics_source_description=None):
+def card_info(
+    stage_config,
+    annotation,
+    data,
+    output,
+    method,
+    stage,
+    training_setup,
+    initialization=None,
+    metrics_source_description=None,
+):
     """The :class:`CardInfo` of a run: YAML ``card`` values, else defaults from the data and the output folder."""
     card = stage_config.section("card", CARD_KEYS)
     detected = is_phantom_annotation(annotation)
@@ -397,8 +430,11 @@ def card_info(stage_config, annotation, data, output, method, stage, training_se
     if not isinstance(phantom, bool):
         raise ValueError(f"{stage_config.source}: card.phantom_data must be true or false, got {phantom!r}.")
     if phantom != detected:
-        logger.warning("card.phantom_data=%s although the annotation %s like a phantom benchmark.",
-                       phantom, "looks" if detected else "does not look")
+        logger.warning(
+            "card.phantom_data=%s although the annotation %s like a phantom benchmark.",
+            phantom,
+            "looks" if detected else "does not look",
+        )
     default_dataset = "cxrgen-phantom" if phantom else Path(data).resolve().parent.name or "dataset"
     name = Path(output).resolve().name
     return CardInfo(
@@ -417,7 +453,9 @@ def card_info(stage_config, annotation, data, output, method, stage, training_se
 def training_setup(stage_config, args, annotation, data, **extra):
     """The training-setup table of the model card (no paths of this machine: only file names)."""
     return {
-        "config": Path(stage_config.source).name if stage_config.source.endswith((".yaml", ".yml")) else stage_config.source,
+        "config": Path(stage_config.source).name
+        if stage_config.source.endswith((".yaml", ".yml"))
+        else stage_config.source,
         "preset": stage_config.preset or "default",
         "data": Path(data).name,
         "training studies": len(annotation.get("train", [])),
@@ -490,8 +528,13 @@ def check_model_folder(folder):
         raise ValueError(f"{folder}: no config.json; not a saved model folder.")
     config = json.loads(config_path.read_text(encoding="utf-8"))
     missing = [name for name in ("model.safetensors", "processor_config.json") if not (folder / name).is_file()]
-    missing += [f"{name} (remote code)" for name in {ref.split(".")[0] + ".py" for ref in (config.get("auto_map") or {}).values()
-                                                       if isinstance(ref, str)} if not (folder / name).is_file()]
+    missing += [
+        f"{name} (remote code)"
+        for name in {
+            ref.split(".")[0] + ".py" for ref in (config.get("auto_map") or {}).values() if isinstance(ref, str)
+        }
+        if not (folder / name).is_file()
+    ]
     if not config.get("auto_map"):
         missing.append("auto_map in config.json")
     if missing:

@@ -107,25 +107,35 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
     checkpoint = resume_checkpoint(output, resume)
     train = load_split(annotation, images, "train")
     model_config, processor = cmcrl_config_and_processor(stage_config, DEFAULT_PRESET, train["report"], checkpoint)
-    args = build_training_args(output, TRAINING_DEFAULTS, stage_config.training, trainer_args, source=stage_config.source)
+    args = build_training_args(
+        output, TRAINING_DEFAULTS, stage_config.training, trainer_args, source=stage_config.source
+    )
     options = data_options(stage_config)
 
     set_seed(args.seed)
     model = CmcrlForPreTraining(model_config)
     samples = split_views(train)
     logger.info("RadCARE: %d training studies -> %d single-view samples", len(train), len(samples))
-    setup = training_setup(stage_config, args, annotation, data, **{
-        "single-view samples": len(samples),
-        "task probabilities": dict(zip(PRETRAINING_TASKS, model_config.pretraining_task_probs)),
-        "augmentation": options["augment"],
-    })
+    setup = training_setup(
+        stage_config,
+        args,
+        annotation,
+        data,
+        **{
+            "single-view samples": len(samples),
+            "task probabilities": dict(zip(PRETRAINING_TASKS, model_config.pretraining_task_probs)),
+            "augmentation": options["augment"],
+        },
+    )
     info = card_info(stage_config, annotation, data, output, "cmcrl", "RadCARE pre-training", setup)
     trainer = RadcareTrainer(
         model=model,
         args=args,
         train_dataset=samples,
         data_collator=PretrainingCollator(
-            processor, max_length=model_config.pretraining_max_length, augment_seed=args.seed if options["augment"] else None
+            processor,
+            max_length=model_config.pretraining_max_length,
+            augment_seed=args.seed if options["augment"] else None,
         ),
         processing_class=processor,
         callbacks=[ModelFolderCallback(info)],

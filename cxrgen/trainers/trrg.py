@@ -92,8 +92,11 @@ PRESETS = {
         "model": MODEL_PRESETS["tiny"],
         "processor": {"max_length": 128, "min_frequency": 1},
         "training": {
-            "num_train_epochs": 10, "per_device_train_batch_size": 16, "learning_rate": 1e-3,
-            "generation_num_beams": 1, "generation_max_length": 60,
+            "num_train_epochs": 10,
+            "per_device_train_batch_size": 16,
+            "learning_rate": 1e-3,
+            "generation_num_beams": 1,
+            "generation_max_length": 60,
         },
     },
     "iu-xray": {
@@ -136,8 +139,8 @@ def split_prompts(input_ids, attention_mask, labels, pad_token_id):
     prompt_ids = input_ids.new_full((len(prompts), width), pad_token_id)
     prompt_mask = attention_mask.new_zeros((len(prompts), width))
     for row, prompt in enumerate(prompts):
-        prompt_ids[row, width - len(prompt):] = prompt
-        prompt_mask[row, width - len(prompt):] = 1
+        prompt_ids[row, width - len(prompt) :] = prompt
+        prompt_mask[row, width - len(prompt) :] = 1
     return prompt_ids, prompt_mask
 
 
@@ -180,7 +183,7 @@ class TrrgTrainer(CheckpointReloadMixin, Trainer):
                 pixel_mask=inputs.get("pixel_mask"),
                 **self.generation_kwargs,
             )
-        return loss, generated[:, prompt_ids.shape[1]:], labels
+        return loss, generated[:, prompt_ids.shape[1] :], labels
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -196,15 +199,21 @@ def model_options(stage_config):
     lora = extra["lora"]
     if lora is not None:
         if not isinstance(lora, dict) or set(lora) - set(LORA_KEYS):
-            raise ValueError(f"{stage_config.source}: model.lora must be null or a mapping with keys among {list(LORA_KEYS)}, "
-                             f"got {lora!r}.")
+            raise ValueError(
+                f"{stage_config.source}: model.lora must be null or a mapping with keys among {list(LORA_KEYS)}, "
+                f"got {lora!r}."
+            )
         extra["lora"] = {"r": 16, "alpha": 32, "dropout": 0.05, **lora}
     if extra["load_in_4bit"] not in (None, False, True):
-        raise ValueError(f"{stage_config.source}: model.load_in_4bit must be true or false, got {extra['load_in_4bit']!r}.")
+        raise ValueError(
+            f"{stage_config.source}: model.load_in_4bit must be true or false, got {extra['load_in_4bit']!r}."
+        )
     extra["load_in_4bit"] = bool(extra["load_in_4bit"])
     if extra["load_in_4bit"] and lora is None:
-        raise ValueError(f"{stage_config.source}: model.load_in_4bit trains LoRA adapters on frozen 4-bit weights; "
-                         "set model.lora too.")
+        raise ValueError(
+            f"{stage_config.source}: model.load_in_4bit trains LoRA adapters on frozen 4-bit weights; "
+            "set model.lora too."
+        )
     settings = {**base["processor"], **stage_config.section("processor", PROCESSOR_KEYS)}
     return options, extra, settings
 
@@ -216,8 +225,11 @@ def build_llm_tokenizer(language_model, train_reports, settings, prompt):
 
     if language_model is None:
         min_frequency = settings.get("min_frequency", 3)
-        tokenizer = build_report_tokenizer(list(train_reports) + [prompt] * min_frequency, min_frequency,
-                                           model_max_length=settings.get("max_length", 160))
+        tokenizer = build_report_tokenizer(
+            list(train_reports) + [prompt] * min_frequency,
+            min_frequency,
+            model_max_length=settings.get("max_length", 160),
+        )
     else:
         tokenizer = AutoTokenizer.from_pretrained(language_model)
     missing = [token for token in (IMAGE_TOKEN, CLUE_TOKEN) if token not in tokenizer.get_vocab()]
@@ -239,14 +251,18 @@ def build_model_and_processor(stage_config, train_reports, init=None):
     options, extra, settings = model_options(stage_config)
     prompt = settings.get("prompt", DEFAULT_PROMPT)
     tokenizer = build_llm_tokenizer(extra["language_model"], train_reports, settings, prompt)
-    ids = {"image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-           "clue_token_id": tokenizer.convert_tokens_to_ids(CLUE_TOKEN)}
+    ids = {
+        "image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        "clue_token_id": tokenizer.convert_tokens_to_ids(CLUE_TOKEN),
+    }
     text_config = options.pop("text_config", None)
     vision_config = options.pop("vision_config", None)
     if extra["language_model"] is None:
         text_config = sub_config(text_config, stage_config.source, "text_config")
         if text_config is None:
-            raise ValueError(f"{stage_config.source}: without model.language_model, model.text_config must describe the LLM.")
+            raise ValueError(
+                f"{stage_config.source}: without model.language_model, model.text_config must describe the LLM."
+            )
         text_config.vocab_size = len(tokenizer)
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             setattr(text_config, name, getattr(tokenizer, name))
@@ -259,8 +275,10 @@ def build_model_and_processor(stage_config, train_reports, init=None):
     parts = {}
     if init is not None:
         if extra["vision_encoder"] is not None:
-            raise ValueError(f"{stage_config.source}: model.vision_encoder is not used with --init (stage 1 holds the "
-                             "vision encoder); remove it.")
+            raise ValueError(
+                f"{stage_config.source}: model.vision_encoder is not used with --init (stage 1 holds the "
+                "vision encoder); remove it."
+            )
         stage1 = load_processor(init)
         parts.update(contrastive_model=str(init), contrastive_tokenizer=stage1.tokenizer)
         image_processor = stage1.image_processor
@@ -315,7 +333,9 @@ def load_base_model(folder, load_in_4bit, device):
         bnb_4bit_use_double_quant=True,
         llm_int8_skip_modules=list(TrrgForConditionalGeneration.quantization_skip_modules),
     )
-    return TrrgForConditionalGeneration.from_pretrained(folder, quantization_config=quantization, device_map={"": device})
+    return TrrgForConditionalGeneration.from_pretrained(
+        folder, quantization_config=quantization, device_map={"": device}
+    )
 
 
 def peft_model(base, extra, args):
@@ -351,8 +371,12 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
     _, extra, settings = model_options(stage_config)
     base = preset(stage_config.preset or DEFAULT_PRESET, PRESETS)
     args = build_training_args(
-        output, {**TRAINING_DEFAULTS, **base["training"]}, stage_config.training, trainer_args,
-        args_class=Seq2SeqTrainingArguments, source=stage_config.source,
+        output,
+        {**TRAINING_DEFAULTS, **base["training"]},
+        stage_config.training,
+        trainer_args,
+        args_class=Seq2SeqTrainingArguments,
+        source=stage_config.source,
     )
     check_best_metric(args)
     train = load_split(annotation, images, "train")
@@ -387,15 +411,31 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
     if args.generation_max_length is not None:
         generation["max_new_tokens"] = args.generation_max_length
     lora = extra["lora"]
-    setup = training_setup(stage_config, args, annotation, data, **{
-        "language model": Path(str(extra["language_model"])).name if extra["language_model"] else "from text_config",
-        "fine-tuning": "full" if lora is None else f"LoRA r={lora['r']} alpha={lora['alpha']} dropout={lora['dropout']}",
-        "LLM weights": "nf4 (4-bit)" if extra["load_in_4bit"] else "full precision",
-        "best model metric": args.metric_for_best_model if args.load_best_model_at_end else "last checkpoint",
-        "evaluation beams": generation["num_beams"],
-    })
+    setup = training_setup(
+        stage_config,
+        args,
+        annotation,
+        data,
+        **{
+            "language model": Path(str(extra["language_model"])).name
+            if extra["language_model"]
+            else "from text_config",
+            "fine-tuning": "full"
+            if lora is None
+            else f"LoRA r={lora['r']} alpha={lora['alpha']} dropout={lora['dropout']}",
+            "LLM weights": "nf4 (4-bit)" if extra["load_in_4bit"] else "full precision",
+            "best model metric": args.metric_for_best_model if args.load_best_model_at_end else "last checkpoint",
+            "evaluation beams": generation["num_beams"],
+        },
+    )
     info = card_info(
-        stage_config, annotation, data, output, "trrg", "TRRG clue-enhanced fine-tuning", setup,
+        stage_config,
+        annotation,
+        data,
+        output,
+        "trrg",
+        "TRRG clue-enhanced fine-tuning",
+        setup,
         initialization=transferred,
         metrics_source_description=(
             f"reports generated for the val split during training (beam search, {generation['num_beams']} beams, at most "

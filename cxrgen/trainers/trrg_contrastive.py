@@ -142,7 +142,9 @@ def vision_image_size(vision_config, settings):
     """The image size of the processor: the ``processor`` option, else the vision config's ``image_size``."""
     size = settings.get("image_size", getattr(vision_config, "image_size", None))
     if not isinstance(size, int) or size < 1:
-        raise ValueError(f"processor.image_size must be a positive integer (the vision config has none), got {size!r}.")
+        raise ValueError(
+            f"processor.image_size must be a positive integer (the vision config has none), got {size!r}."
+        )
     return size
 
 
@@ -151,7 +153,9 @@ def build_text_tokenizer(train_reports, prompts, min_frequency, max_length):
     from cxrgen.processing.tokenization import build_report_tokenizer
 
     sentences = [sentence for report in train_reports for sentence in report_sentences(report)]
-    return build_report_tokenizer(sentences + list(prompts) * min_frequency, min_frequency, model_max_length=max_length)
+    return build_report_tokenizer(
+        sentences + list(prompts) * min_frequency, min_frequency, model_max_length=max_length
+    )
 
 
 def processor_options(stage_config):
@@ -166,7 +170,9 @@ def build_model_and_processor(stage_config, train_reports):
     from cxrgen.processing.image_processing_cxr import CxrImageProcessor
 
     base = preset(stage_config.preset or DEFAULT_PRESET, PRESETS)
-    options = merge_model_options(base["model"], stage_config.model, TrrgContrastiveConfig, ENCODER_KEYS, stage_config.source)
+    options = merge_model_options(
+        base["model"], stage_config.model, TrrgContrastiveConfig, ENCODER_KEYS, stage_config.source
+    )
     encoders = {key: options.pop(key, None) for key in ENCODER_KEYS}
     settings = processor_options(stage_config)
     vision_model = text_model = None
@@ -177,12 +183,16 @@ def build_model_and_processor(stage_config, train_reports):
         text_model = AutoModel.from_pretrained(encoders["text_encoder"])
         tokenizer = AutoTokenizer.from_pretrained(encoders["text_encoder"])
         options["text_config"] = text_model.config
-    options = {key: sub_config(value, stage_config.source, key) if key.endswith("_config") else value
-               for key, value in options.items()}
+    options = {
+        key: sub_config(value, stage_config.source, key) if key.endswith("_config") else value
+        for key, value in options.items()
+    }
     config = TrrgContrastiveConfig(**options)
     if text_model is None:
         prompts = [prompt for positives, negatives in config.disease_prompts() for prompt in positives + negatives]
-        tokenizer = build_text_tokenizer(train_reports, prompts, settings.get("min_frequency", 3), settings.get("max_length", 64))
+        tokenizer = build_text_tokenizer(
+            train_reports, prompts, settings.get("min_frequency", 3), settings.get("max_length", 64)
+        )
         config.text_config.vocab_size = len(tokenizer)
         config.text_config.pad_token_id = tokenizer.pad_token_id
     model = TrrgForContrastivePretraining(config)
@@ -191,7 +201,9 @@ def build_model_and_processor(stage_config, train_reports):
     if text_model is not None:
         model.text_model.load_state_dict(text_model.state_dict())
     size = vision_image_size(config.vision_config, settings)
-    processor = CLIPProcessor(image_processor=CxrImageProcessor(size={"height": size, "width": size}), tokenizer=tokenizer)
+    processor = CLIPProcessor(
+        image_processor=CxrImageProcessor(size={"height": size, "width": size}), tokenizer=tokenizer
+    )
     return model, processor
 
 
@@ -256,21 +268,28 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
     from cxrgen.modeling.trrg import TrrgForContrastivePretraining
 
     if init is not None:
-        raise ValueError("trrg-contrastive is the first TRRG stage: it takes no --init (give pretrained towers as "
-                         "model.vision_encoder / model.text_encoder in the config).")
+        raise ValueError(
+            "trrg-contrastive is the first TRRG stage: it takes no --init (give pretrained towers as "
+            "model.vision_encoder / model.text_encoder in the config)."
+        )
     stage_config = load_stage_config(config)
     stage_config.section("data", ())
     annotation = read_annotation(data)
     checkpoint = resume_checkpoint(output, resume)
     base = preset(stage_config.preset or DEFAULT_PRESET, PRESETS)
     args = build_training_args(
-        output, {**TRAINING_DEFAULTS, **base["training"]}, stage_config.training, trainer_args,
-        args_class=TrainingArguments, source=stage_config.source,
+        output,
+        {**TRAINING_DEFAULTS, **base["training"]},
+        stage_config.training,
+        trainer_args,
+        args_class=TrainingArguments,
+        source=stage_config.source,
     )
     check_best_metric(args)
     if args.metric_for_best_model not in (None, "loss", "eval_loss"):
-        raise ValueError(f"metric_for_best_model={args.metric_for_best_model!r}: stage 1 only logs the contrastive "
-                         "loss ('loss').")
+        raise ValueError(
+            f"metric_for_best_model={args.metric_for_best_model!r}: stage 1 only logs the contrastive loss ('loss')."
+        )
     train = load_split(annotation, images, "train")
     evaluating = str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no"
     val = load_split(annotation, images, "val") if evaluating else None
@@ -285,10 +304,16 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
         finding_sentence_weight=model.config.finding_sentence_weight,
         max_length=processor_options(stage_config).get("max_length"),
     )
-    setup = training_setup(stage_config, args, annotation, data, **{
-        "sentence sampling": f"one per study, finding sentences x{model.config.finding_sentence_weight}",
-        "soft targets (same sentence / findings)": model.config.same_findings_positive,
-    })
+    setup = training_setup(
+        stage_config,
+        args,
+        annotation,
+        data,
+        **{
+            "sentence sampling": f"one per study, finding sentences x{model.config.finding_sentence_weight}",
+            "soft targets (same sentence / findings)": model.config.same_findings_positive,
+        },
+    )
     info = card_info(stage_config, annotation, data, output, "trrg", "TRRG contrastive pre-training", setup)
     trainer = TrrgContrastiveTrainer(
         model=model,

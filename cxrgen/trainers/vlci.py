@@ -107,7 +107,9 @@ def _is_cmcrl_folder(folder):
     try:
         return read_model_config(folder).get("model_type") == "cmcrl"
     except (OSError, ValueError) as error:
-        raise ValueError(f"--init {folder}: {error} Expected a RadCARE model folder or a vision backbone folder.") from error
+        raise ValueError(
+            f"--init {folder}: {error} Expected a RadCARE model folder or a vision backbone folder."
+        ) from error
 
 
 def build_trainer(config, data, images, output, resume=False, init=None, trainer_args=()):
@@ -121,7 +123,10 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
     train = load_split(annotation, images, "train")
     from_radcare = init is not None and _is_cmcrl_folder(init)
     model_config, processor = cmcrl_config_and_processor(
-        stage_config, DEFAULT_PRESET, train["report"], checkpoint if checkpoint is not None else (init if from_radcare else None)
+        stage_config,
+        DEFAULT_PRESET,
+        train["report"],
+        checkpoint if checkpoint is not None else (init if from_radcare else None),
     )
     defaults = {
         **TRAINING_DEFAULTS,
@@ -129,7 +134,12 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
         "generation_max_length": model_config.max_report_length,
     }
     args = build_training_args(
-        output, defaults, stage_config.training, trainer_args, args_class=Seq2SeqTrainingArguments, source=stage_config.source
+        output,
+        defaults,
+        stage_config.training,
+        trainer_args,
+        args_class=Seq2SeqTrainingArguments,
+        source=stage_config.source,
     )
     check_best_metric(args)
     options = data_options(stage_config, balance=True)
@@ -141,7 +151,9 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
     if from_radcare:
         model, transfer = CmcrlForConditionalGeneration.from_pretraining(init, config=model_config)
         initialization = f"RadCARE checkpoint {Path(init).name}: {transfer.summary()}"
-        logger.info("VLCI --init %s: %s; fresh: %s; unused: %s", init, transfer.summary(), transfer.fresh, transfer.unused)
+        logger.info(
+            "VLCI --init %s: %s; fresh: %s; unused: %s", init, transfer.summary(), transfer.fresh, transfer.unused
+        )
     else:
         model = CmcrlForConditionalGeneration(model_config)
         if init is not None:
@@ -149,14 +161,27 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
             frozen = " (frozen)" if model_config.freeze_backbone else ""
             initialization = f"vision backbone{frozen} from {Path(init).name}; the rest of the model starts fresh"
 
-    setup = training_setup(stage_config, args, annotation, data, **{
-        "best model metric": args.metric_for_best_model if args.load_best_model_at_end else "last checkpoint",
-        "evaluation beams": args.generation_num_beams,
-        "augmentation": options["augment"],
-        "observation-balanced sampling (power)": options["balance_power"] or "off",
-    })
+    setup = training_setup(
+        stage_config,
+        args,
+        annotation,
+        data,
+        **{
+            "best model metric": args.metric_for_best_model if args.load_best_model_at_end else "last checkpoint",
+            "evaluation beams": args.generation_num_beams,
+            "augmentation": options["augment"],
+            "observation-balanced sampling (power)": options["balance_power"] or "off",
+        },
+    )
     info = card_info(
-        stage_config, annotation, data, output, "cmcrl", "VLCI fine-tuning", setup, initialization=initialization,
+        stage_config,
+        annotation,
+        data,
+        output,
+        "cmcrl",
+        "VLCI fine-tuning",
+        setup,
+        initialization=initialization,
         metrics_source_description=(
             f"reports generated for the val split during training (beam search, {args.generation_num_beams} beams, at "
             f"most {args.generation_max_length} tokens), scored with cxrgen.evaluation.evaluate_reports (pycocoevalcap "
@@ -173,10 +198,14 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
             processor, num_views=model_config.num_views, augment_seed=args.seed if options["augment"] else None
         ),
         train_sample_weights=(
-            observation_balance_weights(list(train["labels"]), options["balance_power"]) if options["balance_power"] else None
+            observation_balance_weights(list(train["labels"]), options["balance_power"])
+            if options["balance_power"]
+            else None
         ),
         processing_class=processor,
-        compute_metrics=report_metrics(processor, reference_reports(processor, val["report"])) if val is not None else None,
+        compute_metrics=report_metrics(processor, reference_reports(processor, val["report"]))
+        if val is not None
+        else None,
         callbacks=[ModelFolderCallback(info)],
     )
     return trainer, checkpoint, info

@@ -41,13 +41,19 @@ _RULES = [
     (r"encoder\.layers\.(\d+)\.sublayer_ff\.norm\.", r"encoder.layers.\1.final_layer_norm."),
     (r"encoder\.norm\.", "encoder.layer_norm."),
     # VDM: local sampler (CaaM), global sampler (CoAtNet block), fusion (LGFM)
-    (r"encoder\.local_sample\.causal_layer\.attn\.linears\.([0-3])\.", r"encoder.local_sampler.block.attention.PROJ\1."),
+    (
+        r"encoder\.local_sample\.causal_layer\.attn\.linears\.([0-3])\.",
+        r"encoder.local_sampler.block.attention.PROJ\1.",
+    ),
     (r"encoder\.local_sample\.causal_layer\.feed_forward\.w_([12])\.", r"encoder.local_sampler.block.ffn.fc\1."),
     (r"encoder\.local_sample\.causal_layer\.sublayer_attn\.norm\.", "encoder.local_sampler.block.layer_norm."),
     (r"encoder\.local_sample\.causal_layer\.sublayer_ff\.norm\.", "encoder.local_sampler.block.ffn_layer_norm."),
     (r"encoder\.global_sample\.global_sample\.proj\.weight$", "encoder.global_sampler.shortcut.weight"),
     (r"encoder\.global_sample\.global_sample\.attn\.1\.norm\.", "encoder.global_sampler.attn_layer_norm."),
-    (r"encoder\.global_sample\.global_sample\.attn\.1\.fn\.relative_bias_table$", "encoder.global_sampler.relative_position_bias"),
+    (
+        r"encoder\.global_sample\.global_sample\.attn\.1\.fn\.relative_bias_table$",
+        "encoder.global_sampler.relative_position_bias",
+    ),
     (r"encoder\.global_sample\.global_sample\.attn\.1\.fn\.to_qkv\.weight$", "encoder.global_sampler.qkv.weight"),
     (r"encoder\.global_sample\.global_sample\.attn\.1\.fn\.to_out\.0\.", "encoder.global_sampler.out_proj."),
     (r"encoder\.global_sample\.global_sample\.ff\.1\.norm\.", "encoder.global_sampler.ffn_layer_norm."),
@@ -109,7 +115,7 @@ def _map_key(key: str) -> str | None:
             if replacement == "BACKBONE_SHORTCUT_CONV":
                 return prefix + "shortcut.convolution.weight"
             return prefix + f"shortcut.normalization.{match.group(3)}"
-        name = match.expand(replacement) + key[match.end():]
+        name = match.expand(replacement) + key[match.end() :]
         name = re.sub(r"PROJ([0-3])", lambda m: _PROJ[int(m.group(1))], name)
         name = name.replace("CROSSt", "text_cross_layer").replace("CROSSv", "visual_cross_layer")
         return name.replace(".gamma", ".weight").replace(".beta", ".bias")
@@ -160,7 +166,9 @@ def convert_vlci_state_dict(state_dict: dict, config: CmcrlConfig, rows: list[in
             raise ValueError(f"Official key {key!r} maps to {name!r}, which this configuration does not have")
         if is_vocab:
             if int(source_rows.max()) >= value.shape[0]:
-                raise ValueError(f"{key}: {value.shape[0]} rows, but the reference vocabulary needs {int(source_rows.max()) + 1}")
+                raise ValueError(
+                    f"{key}: {value.shape[0]} rows, but the reference vocabulary needs {int(source_rows.max()) + 1}"
+                )
             value = torch.where(known.view(-1, *[1] * (value.dim() - 1)), value[source_rows], target[name])
         if value.shape != target[name].shape:
             raise ValueError(f"{key}: shape {tuple(value.shape)}, but {name} expects {tuple(target[name].shape)}")
@@ -170,10 +178,14 @@ def convert_vlci_state_dict(state_dict: dict, config: CmcrlConfig, rows: list[in
     if position is not None:
         expected = model.encoder.embeddings.position_encoding(1, "cpu")
         if position.shape[-2:] != expected.shape or not torch.allclose(position[0].float(), expected, atol=1e-4):
-            raise ValueError("vis_embed.pos_embed differs from the 2-D sin-cos table of this configuration (image size or width)")
+            raise ValueError(
+                "vis_embed.pos_embed differs from the 2-D sin-cos table of this configuration (image size or width)"
+            )
     if model.encoder.embeddings.view_embeddings is not None:
         # The reference has no view embeddings: zeros reproduce it exactly.
-        new_state["encoder.embeddings.view_embeddings.weight"] = torch.zeros_like(target["encoder.embeddings.view_embeddings.weight"])
+        new_state["encoder.embeddings.view_embeddings.weight"] = torch.zeros_like(
+            target["encoder.embeddings.view_embeddings.weight"]
+        )
     missing = sorted(set(target) - set(new_state))
     if missing:
         raise ValueError(f"The official checkpoint lacks {len(missing)} tensors of this model, e.g. {missing[:5]}")

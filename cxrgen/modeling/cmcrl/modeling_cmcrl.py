@@ -60,6 +60,7 @@ from transformers.cache_utils import DynamicCache, DynamicLayer, EncoderDecoderC
 from transformers.modeling_outputs import ModelOutput, Seq2SeqLMOutput
 
 from .configuration_cmcrl import PRETRAINING_TASKS, CmcrlConfig
+
 # Imported so that every `save_pretrained` (model, Trainer checkpoint) copies the pipeline file next to this
 # one: transformers ships a remote-code module together with its single-dot imports.
 from .pipeline_cmcrl import RadiologyReportGenerationPipeline  # noqa: F401
@@ -303,7 +304,9 @@ class CmcrlDecoderLayer(nn.Module):
         path: str = "text",
     ):
         cross_norm, cross_attn, ffn_norm, ffn = self._path(path)
-        attn, _ = self.self_attn(self.self_attn_layer_norm(hidden_states), attention_mask=self_attention_mask, cache=cache)
+        attn, _ = self.self_attn(
+            self.self_attn_layer_norm(hidden_states), attention_mask=self_attention_mask, cache=cache
+        )
         hidden_states = hidden_states + self.dropout(attn)
         if encoder_hidden_states is not None:
             attn, _ = cross_attn(
@@ -330,7 +333,12 @@ class CmcrlMultimodalDecoderLayer(CmcrlDecoderLayer):
 
     def _path(self, path: str):
         if path == "image":
-            return self.image_encoder_attn_layer_norm, self.image_encoder_attn, self.image_final_layer_norm, self.image_ffn
+            return (
+                self.image_encoder_attn_layer_norm,
+                self.image_encoder_attn,
+                self.image_final_layer_norm,
+                self.image_ffn,
+            )
         return super()._path(path)
 
 
@@ -345,7 +353,9 @@ class CmcrlVisionEmbeddings(nn.Module):
             self.backbone.requires_grad_(False)
         self.proj = nn.Linear(self.backbone.channels[-1], config.hidden_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
-        self.view_embeddings = nn.Embedding(config.num_views, config.hidden_size) if config.use_view_embeddings else None
+        self.view_embeddings = (
+            nn.Embedding(config.num_views, config.hidden_size) if config.use_view_embeddings else None
+        )
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -368,7 +378,9 @@ class CmcrlVisionEmbeddings(nn.Module):
         batch, views = pixel_values.shape[:2]
         size, grid = self.config.image_size, self.config.grid_size
         if pixel_values.shape[-2:] != (size, size):
-            raise ValueError(f"pixel_values: expected images of {size}x{size} pixels, got {tuple(pixel_values.shape[-2:])}")
+            raise ValueError(
+                f"pixel_values: expected images of {size}x{size} pixels, got {tuple(pixel_values.shape[-2:])}"
+            )
         real = pixel_mask.reshape(-1)
         # A frozen backbone runs without autograd: from_pretrained re-creates parameters with requires_grad=True.
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_backbone):
@@ -416,7 +428,9 @@ class CmcrlTextEmbeddings(nn.Module):
 def front_door_intervention(features, mediator, feature_mask=None, scale: float = 1.0):
     """FDI(X, M) = softmax_m(X M^T) softmax_x(M X^T) X: sample x given each mediator (within the sample, over
     `feature_mask` only), then average the samples by P(m | x)."""
-    sampled = _mask_scores(mediator @ features.transpose(1, 2) * scale, feature_mask[:, None, :] if feature_mask is not None else None)
+    sampled = _mask_scores(
+        mediator @ features.transpose(1, 2) * scale, feature_mask[:, None, :] if feature_mask is not None else None
+    )
     sampled = sampled.softmax(dim=-1) @ features
     return (features @ mediator.transpose(1, 2) * scale).softmax(dim=-1) @ sampled
 
@@ -424,7 +438,9 @@ def front_door_intervention(features, mediator, feature_mask=None, scale: float 
 def causal_front_door_intervention(queries, keys, mediator, scale: float = 1.0):
     """FDI for a causal sequence: query i (the last Lq of the Lk key positions) samples x from keys <= its position."""
     q_len, k_len = queries.shape[1], keys.shape[1]
-    allowed = torch.arange(k_len, device=keys.device)[None, :] <= torch.arange(q_len, device=keys.device)[:, None] + (k_len - q_len)
+    allowed = torch.arange(k_len, device=keys.device)[None, :] <= torch.arange(q_len, device=keys.device)[:, None] + (
+        k_len - q_len
+    )
     scores = (mediator @ keys.transpose(1, 2) * scale)[:, None]  # (B, 1, M, Lk)
     sample_weights = _mask_scores(scores, allowed[None, :, None, :]).softmax(dim=-1)  # (B, Lq, M, Lk)
     mediator_probs = (queries @ mediator.transpose(1, 2) * scale).softmax(dim=-1)  # (B, Lq, M)
@@ -499,7 +515,9 @@ class CmcrlGlobalSampler(nn.Module):
 
     def _relative_index(self, device):
         g = self.pooled
-        coords = torch.stack(torch.meshgrid(torch.arange(g, device=device), torch.arange(g, device=device), indexing="ij")).flatten(1)
+        coords = torch.stack(
+            torch.meshgrid(torch.arange(g, device=device), torch.arange(g, device=device), indexing="ij")
+        ).flatten(1)
         rel = coords[:, :, None] - coords[:, None, :] + (g - 1)
         return rel[0] * (2 * g - 1) + rel[1]
 
@@ -611,7 +629,9 @@ def _views(pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None, max_view
     if pixel_values.dim() == 4:
         pixel_values = pixel_values[:, None]
     if pixel_values.dim() != 5:
-        raise ValueError(f"pixel_values: expected (B, V, 3, H, W) or (B, 3, H, W), got shape {tuple(pixel_values.shape)}")
+        raise ValueError(
+            f"pixel_values: expected (B, V, 3, H, W) or (B, 3, H, W), got shape {tuple(pixel_values.shape)}"
+        )
     batch, views = pixel_values.shape[:2]
     if views > max_views:
         raise ValueError(f"pixel_values: {views} views per study, but the config allows num_views={max_views}")
@@ -642,14 +662,18 @@ class CmcrlVisionEncoder(nn.Module):
         self.fdi_scale = 1 / math.sqrt(config.hidden_size) if config.fdi_scale else 1.0
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, pixel_values, pixel_mask=None, output_attentions=False, output_hidden_states=False, return_dict=True):
+    def forward(
+        self, pixel_values, pixel_mask=None, output_attentions=False, output_hidden_states=False, return_dict=True
+    ):
         """pixel_values (B, V, 3, H, W) or (B, 3, H, W); pixel_mask (B, V), 1 = real view. Returns CmcrlEncoderOutput."""
         if return_dict is False:
             raise ValueError("return_dict=False is not supported: the encoder returns a CmcrlEncoderOutput")
         pixel_values, pixel_mask = _views(pixel_values, pixel_mask, self.config.num_views)
         patches_per_view = self.config.grid_size**2
         hidden = self.embeddings(pixel_values, pixel_mask)
-        token_mask = torch.cat([pixel_mask.new_ones(pixel_mask.shape[0], 1), pixel_mask.repeat_interleave(patches_per_view, 1)], 1)
+        token_mask = torch.cat(
+            [pixel_mask.new_ones(pixel_mask.shape[0], 1), pixel_mask.repeat_interleave(patches_per_view, 1)], 1
+        )
         attention_mask = token_mask[:, None, None, :]
         all_hidden, attentions = (hidden,), []
         for layer in self.layers:
@@ -778,9 +802,15 @@ class CmcrlPreTrainedModel(PreTrainedModel):
         backbone = type(current).from_pretrained(os.fspath(pretrained_model_name_or_path), **kwargs)
         missing, unexpected = current.load_state_dict(backbone.state_dict(), strict=False)
         if missing:
-            raise ValueError(f"{pretrained_model_name_or_path}: backbone checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: backbone checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}"
+            )
         if unexpected:
-            logger.info("%s: %d backbone tensors are not used by this backbone (e.g. a later stage)", pretrained_model_name_or_path, len(unexpected))
+            logger.info(
+                "%s: %d backbone tensors are not used by this backbone (e.g. a later stage)",
+                pretrained_model_name_or_path,
+                len(unexpected),
+            )
 
 
 def _report_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -838,7 +868,9 @@ class CmcrlForConditionalGeneration(CmcrlPreTrainedModel, GenerationMixin):
         targets = None
         if labels is not None:
             if decoder_input_ids is not None:
-                raise ValueError("Pass either labels (teacher forcing on labels[:, :-1]) or decoder_input_ids, not both")
+                raise ValueError(
+                    "Pass either labels (teacher forcing on labels[:, :-1]) or decoder_input_ids, not both"
+                )
             start = self.config.decoder_start_token_id
             if labels.shape[1] < 2 or (labels[:, 0] != start).any():
                 raise ValueError(
@@ -853,7 +885,10 @@ class CmcrlForConditionalGeneration(CmcrlPreTrainedModel, GenerationMixin):
             if pixel_values is None:
                 raise ValueError("Either pixel_values or encoder_outputs is required")
             encoder_outputs = self.encoder(
-                pixel_values, pixel_mask, output_attentions=bool(output_attentions), output_hidden_states=bool(output_hidden_states)
+                pixel_values,
+                pixel_mask,
+                output_attentions=bool(output_attentions),
+                output_hidden_states=bool(output_hidden_states),
             )
         if use_cache and cache is None:
             cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
@@ -955,7 +990,9 @@ class CmcrlForPreTraining(CmcrlPreTrainedModel):
         lengths = attention_mask.long().sum(1)
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         words = lengths - 2
-        if (input_ids[:, 0] != cfg.bos_token_id).any() or (input_ids[rows, (lengths - 1).clamp(min=0)] != cfg.eos_token_id).any():
+        if (input_ids[:, 0] != cfg.bos_token_id).any() or (
+            input_ids[rows, (lengths - 1).clamp(min=0)] != cfg.eos_token_id
+        ).any():
             raise ValueError("input_ids: every row must be [BOS] words [EOS] followed by padding")
         if (words < 1).any():
             raise ValueError("input_ids: every report needs at least one word to split into prefix and postfix")
@@ -991,11 +1028,15 @@ class CmcrlForPreTraining(CmcrlPreTrainedModel):
     def _choose_task(self, has_images: bool, has_text: bool) -> str:
         needs = {"vt2t": (True, True), "vt2v": (True, True), "v2v": (True, False), "t2t": (False, True)}
         weights = torch.tensor(
-            [p if (not needs[t][0] or has_images) and (not needs[t][1] or has_text) else 0.0
-             for t, p in zip(PRETRAINING_TASKS, self.config.pretraining_task_probs)]
+            [
+                p if (not needs[t][0] or has_images) and (not needs[t][1] or has_text) else 0.0
+                for t, p in zip(PRETRAINING_TASKS, self.config.pretraining_task_probs)
+            ]
         )
         if weights.sum() <= 0:
-            raise ValueError("No pre-training task has a positive probability for the given inputs (pixel_values / input_ids)")
+            raise ValueError(
+                "No pre-training task has a positive probability for the given inputs (pixel_values / input_ids)"
+            )
         return PRETRAINING_TASKS[int(torch.multinomial(weights, 1))]
 
     # -- forward ------------------------------------------------------------------------------------------
@@ -1025,7 +1066,9 @@ class CmcrlForPreTraining(CmcrlPreTrainedModel):
         if uses_image:
             if pixel_values.dim() == 5:
                 if pixel_values.shape[1] != 1:
-                    raise ValueError("pixel_values: RadCARE pre-trains on single images, expected (B, 3, H, W) or (B, 1, 3, H, W)")
+                    raise ValueError(
+                        "pixel_values: RadCARE pre-trains on single images, expected (B, 3, H, W) or (B, 1, 3, H, W)"
+                    )
                 pixel_values = pixel_values[:, 0]
             batch, device = pixel_values.shape[0], pixel_values.device
             real = torch.ones(batch, 1, dtype=torch.bool, device=device)
@@ -1038,16 +1081,22 @@ class CmcrlForPreTraining(CmcrlPreTrainedModel):
         num_vision = 0 if vision is None else vision.shape[1]
 
         if task in ("vt2t", "t2t"):
-            prefix, prefix_mask, decoder_input, text_labels = self._split_text(input_ids, attention_mask, prefix_lengths)
+            prefix, prefix_mask, decoder_input, text_labels = self._split_text(
+                input_ids, attention_mask, prefix_lengths
+            )
             tokens, mask = self.decoder.embeddings(prefix), prefix_mask
             if vision is not None:
                 tokens, mask = torch.cat([vision, tokens], 1), torch.cat([token_mask, prefix_mask], 1)
             memory = self.encoder(tokens, mask, num_vision)
             length = decoder_input.shape[1]
             causal = torch.ones(length, length, dtype=torch.bool, device=decoder_input.device).tril()
-            logits = self.lm_head(self.decoder(self.decoder.embeddings(decoder_input), causal, memory, mask, path="text"))
+            logits = self.lm_head(
+                self.decoder(self.decoder.embeddings(decoder_input), causal, memory, mask, path="text")
+            )
             loss = _report_loss(logits, text_labels)
-            return CmcrlPreTrainingOutput(loss=loss, text_loss=loss, logits=logits, text_labels=text_labels, task_index=task_index)
+            return CmcrlPreTrainingOutput(
+                loss=loss, text_loss=loss, logits=logits, text_labels=text_labels, task_index=task_index
+            )
 
         memory = memory_mask = None
         if task == "vt2v":
@@ -1060,7 +1109,9 @@ class CmcrlForPreTraining(CmcrlPreTrainedModel):
         slots = self.decoder.mask_token.expand(encoded.shape[0], self.config.grid_size**2, -1)
         slots = slots.scatter(1, keep_indices[..., None].expand(-1, -1, encoded.shape[-1]), encoded[:, 1:num_vision])
         position = self.encoder.embeddings.position_encoding(1, encoded.device).to(encoded.dtype)
-        hidden = self.decoder(torch.cat([encoded[:, :1], slots], 1) + position, None, memory, memory_mask, path="image")
+        hidden = self.decoder(
+            torch.cat([encoded[:, :1], slots], 1) + position, None, memory, memory_mask, path="image"
+        )
         pred_patches = self.patch_head(hidden[:, 1:])
         target = self.patchify(pixel_values)
         if self.config.norm_pix_loss:
@@ -1075,6 +1126,7 @@ class CmcrlForPreTraining(CmcrlPreTrainedModel):
             mim_mask=mim_mask,
             task_index=task_index,
         )
+
 
 __all__ = [
     "CmcrlEncoderOutput",

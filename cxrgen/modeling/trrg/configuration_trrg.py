@@ -41,7 +41,12 @@ SWIN_BASE = {"model_type": "swin", "embed_dim": 128, "depths": [2, 2, 18, 2], "n
 
 # Stage 2's `tiny` preset takes this vision tower over from a stage-1 folder, so both stages share one config.
 TINY_VISION_CONFIG = {
-    "model_type": "swin", "image_size": 64, "patch_size": 8, "embed_dim": 32, "depths": [1, 1], "num_heads": [2, 4],
+    "model_type": "swin",
+    "image_size": 64,
+    "patch_size": 8,
+    "embed_dim": 32,
+    "depths": [1, 1],
+    "num_heads": [2, 4],
     "window_size": 4,
 }
 # Named model settings of the two stages (`from_preset`). "tiny" is a few-minute CPU model for pipeline checks;
@@ -52,8 +57,12 @@ CONTRASTIVE_PRESETS = {
     "tiny": {
         "vision_config": TINY_VISION_CONFIG,
         "text_config": {
-            "model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "intermediate_size": 128, "max_position_embeddings": 64,
+            "model_type": "bert",
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 128,
+            "max_position_embeddings": 64,
         },
         "projection_dim": 32,
     },
@@ -64,8 +73,13 @@ PRESETS = {
     "tiny": {
         "vision_config": TINY_VISION_CONFIG,
         "text_config": {
-            "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
+            "model_type": "llama",
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 256,
         },
         "projection_dim": 32,
         "num_query_tokens": 8,
@@ -153,7 +167,9 @@ class TrrgContrastiveConfig(PreTrainedConfig):
         for field in ("positive_templates", "negative_templates"):
             templates = list(getattr(self, field))
             if not templates or not all(isinstance(t, str) and t.count("{}") == 1 for t in templates):
-                raise ValueError(f"TrrgContrastiveConfig.{field} must be strings with exactly one '{{}}', got {templates}")
+                raise ValueError(
+                    f"TrrgContrastiveConfig.{field} must be strings with exactly one '{{}}', got {templates}"
+                )
         for name, prompts in self.observation_prompts.items():
             if name not in self.observation_names or set(prompts) != {"positive", "negative"}:
                 raise ValueError(
@@ -161,7 +177,9 @@ class TrrgContrastiveConfig(PreTrainedConfig):
                     f"{{'positive': [...], 'negative': [...]}}; got {name!r}: {prompts!r}"
                 )
         if self.finding_sentence_weight <= 0:
-            raise ValueError(f"TrrgContrastiveConfig.finding_sentence_weight must be > 0, got {self.finding_sentence_weight}")
+            raise ValueError(
+                f"TrrgContrastiveConfig.finding_sentence_weight must be > 0, got {self.finding_sentence_weight}"
+            )
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "TrrgContrastiveConfig":
@@ -179,7 +197,10 @@ class TrrgContrastiveConfig(PreTrainedConfig):
             else:
                 phrase = name.lower()
                 prompts.append(
-                    ([t.format(phrase) for t in self.positive_templates], [t.format(phrase) for t in self.negative_templates])
+                    (
+                        [t.format(phrase) for t in self.positive_templates],
+                        [t.format(phrase) for t in self.negative_templates],
+                    )
                 )
         return prompts
 
@@ -227,7 +248,9 @@ class TrrgConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         _check_observations(self)
         if self.clue_selection not in CLUE_SELECTIONS:
-            raise ValueError(f"TrrgConfig.clue_selection must be one of {CLUE_SELECTIONS}, got {self.clue_selection!r}")
+            raise ValueError(
+                f"TrrgConfig.clue_selection must be one of {CLUE_SELECTIONS}, got {self.clue_selection!r}"
+            )
         if self.multi_view_fusion not in MULTI_VIEW_FUSIONS:
             raise ValueError(
                 f"TrrgConfig.multi_view_fusion must be one of {MULTI_VIEW_FUSIONS}, got {self.multi_view_fusion!r}"

@@ -56,7 +56,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, GenerationMixin, PreTrainedConfig, PreTrainedModel
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationMixin,
+    PreTrainedConfig,
+    PreTrainedModel,
+)
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -104,7 +111,9 @@ def _check_pixel_inputs(pixel_values, pixel_mask):
     if pixel_values.ndim == 4:
         pixel_values = pixel_values[:, None]
     if pixel_values.ndim != 5:
-        raise ValueError(f"pixel_values must be (B, V, C, H, W) or (B, C, H, W), got shape {tuple(pixel_values.shape)}")
+        raise ValueError(
+            f"pixel_values must be (B, V, C, H, W) or (B, C, H, W), got shape {tuple(pixel_values.shape)}"
+        )
     batch, views = pixel_values.shape[:2]
     if pixel_mask is None:
         view_mask = torch.ones(batch, views, dtype=torch.bool, device=pixel_values.device)
@@ -161,7 +170,10 @@ def sample_report_sentences(sentences, sentence_labels, finding_weight, num_samp
     if not 1 <= num_samples <= len(sentences):
         raise ValueError(f"num_samples must be in 1..{len(sentences)} (number of sentences), got {num_samples}")
     weights = torch.tensor(
-        [finding_weight if any(c in (_POSITIVE, _UNCERTAIN) for c in labels[1:]) else 1.0 for labels in sentence_labels]
+        [
+            finding_weight if any(c in (_POSITIVE, _UNCERTAIN) for c in labels[1:]) else 1.0
+            for labels in sentence_labels
+        ]
     )
     return torch.multinomial(weights, num_samples, replacement=False, generator=generator).tolist()
 
@@ -281,7 +293,9 @@ class TrrgForContrastivePretraining(TrrgContrastivePreTrainedModel):
             pair = []
             for prompts in (positives, negatives):
                 enc = tokenizer(prompts, padding=True, return_tensors="pt").to(self.device)
-                features = self.get_text_features(enc["input_ids"], enc.get("attention_mask"), enc.get("token_type_ids"))
+                features = self.get_text_features(
+                    enc["input_ids"], enc.get("attention_mask"), enc.get("token_type_ids")
+                )
                 pair.append(F.normalize(features.mean(0), dim=-1))
             embeds.append(torch.stack(pair))
         return torch.stack(embeds)
@@ -421,7 +435,9 @@ class TrrgInteractionLayer(nn.Module):
     def forward(self, queries, clues, memory, memory_padding, clue_padding):
         memory = self.memory_norm(memory)
         normed = self.clue_norm(clues)
-        clues = clues + self.clue_attention(normed, memory, memory, key_padding_mask=memory_padding, need_weights=False)[0]
+        clues = (
+            clues + self.clue_attention(normed, memory, memory, key_padding_mask=memory_padding, need_weights=False)[0]
+        )
         clues = clues + self.clue_ffn(self.clue_ffn_norm(clues))
         keys = torch.cat([memory, self.clue_key_norm(clues)], dim=1)
         padding = torch.cat([memory_padding, clue_padding], dim=1)
@@ -502,7 +518,9 @@ class TrrgModel(TrrgPreTrainedModel):
     def __init__(self, config: TrrgConfig):
         super().__init__(config)
         if config.image_token_id is None or config.clue_token_id is None:
-            raise ValueError("TrrgConfig.image_token_id and clue_token_id must be set (the tokenizer's <image>/<clue> ids)")
+            raise ValueError(
+                "TrrgConfig.image_token_id and clue_token_id must be set (the tokenizer's <image>/<clue> ids)"
+            )
         self.vision_tower = AutoModel.from_config(config.vision_config)
         self.projector = TrrgProjector(config)
         self.zero_shot_head = TrrgZeroShotHead(config)
