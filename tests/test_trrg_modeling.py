@@ -138,12 +138,17 @@ def test_padded_view_equals_single_view(fusion):
     assert not torch.allclose(single, both)
 
 
-def test_zero_shot_probabilities_shape_and_range():
+def test_zero_shot_probabilities_follow_the_real_views():
     model = make_model()
+    views = pixels(3)
     with torch.no_grad():
-        probs = model.get_image_features(pixels(3), torch.tensor([[1, 1], [1, 0], [0, 1]])).disease_probs
+        probs = model.get_image_features(views, torch.tensor([[1, 1], [1, 0], [0, 1]])).disease_probs
+        first_view_only = model.get_image_features(views[1:2, :1]).disease_probs
+        swapped = model.get_image_features(views.flip(0)).disease_probs
     assert probs.shape == (3, 14)
-    assert ((probs >= 0) & (probs <= 1)).all()
+    torch.testing.assert_close(probs[1:2], first_view_only)  # the padded view is not read
+    assert not torch.allclose(probs[0], probs[2])  # other images, other probabilities
+    torch.testing.assert_close(swapped[2], model.get_image_features(views[:1]).disease_probs[0])
 
 
 def test_disease_consistency_loss_is_added_with_its_weight():
