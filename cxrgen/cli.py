@@ -13,7 +13,9 @@ def _prepare(args):
     if args.dataset == "iu-xray":
         from .data.iu_xray import convert_iu_xray
 
-        annotation = convert_iu_xray(reports_source=args.reports, images_dir=args.images, seed=args.seed)
+        annotation = convert_iu_xray(
+            reports_source=args.reports, images_dir=args.images, split=args.split, seed=args.seed
+        )
         path = write_annotation(annotation, args.output)
     elif args.dataset == "mimic-cxr":
         from .data.mimic_cxr import convert_mimic_cxr
@@ -129,7 +131,13 @@ def build_parser():
         "--reports", help="NLMCXR_reports.tgz or its extracted folder (default: the copy torchxrayvision ships)"
     )
     iu.add_argument("--images", help="the NLM PNG folder; image paths then point at its files")
-    iu.add_argument("--seed", type=int, default=42, help="seed of the 70/10/20 split")
+    iu.add_argument(
+        "--split",
+        choices=["r2gen", "seeded"],
+        default="r2gen",
+        help="r2gen: R2Gen's own assignment of studies (default); seeded: a 70/10/20 shuffle by --seed",
+    )
+    iu.add_argument("--seed", type=int, default=42, help="seed of --split seeded")
     iu.add_argument("--output", required=True, help="annotation.json to write")
     mimic = datasets.add_parser("mimic-cxr", help="MIMIC-CXR-JPG from its official CSVs and report files")
     mimic.add_argument("--root", required=True, help="folder with the mimic-cxr-2.0.0-*.csv(.gz) files and files/")

@@ -9,6 +9,8 @@ from cxrgen.data.iu_xray import (
     assign_splits,
     convert_iu_xray,
     find_nlm_reports_archive,
+    r2gen_split,
+    r2gen_study_id,
     read_nlm_reports,
     split_sizes,
 )
@@ -71,7 +73,7 @@ FIXTURE = {
 
 
 def test_fixture_selection_ids_and_fields(tmp_path):
-    annotation = convert_iu_xray(write_folder(tmp_path / "ecgen-radiology", FIXTURE), seed=0)
+    annotation = convert_iu_xray(write_folder(tmp_path / "ecgen-radiology", FIXTURE), split="seeded", seed=0)
     validate_annotation(annotation)
     entries = {e["id"]: e for entries in annotation.values() for e in entries}
     assert sorted(entries) == ["CXR1_IM-0001", "CXR5_IM-0005"]
@@ -90,7 +92,7 @@ def test_archive_and_folder_give_the_same_annotation(tmp_path):
     archive = tmp_path / "NLMCXR_reports.tgz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder, arcname="ecgen-radiology")
-    assert convert_iu_xray(archive, seed=3) == convert_iu_xray(folder, seed=3)
+    assert convert_iu_xray(archive, split="seeded", seed=3) == convert_iu_xray(folder, split="seeded", seed=3)
 
 
 def test_images_dir_points_at_nlm_pngs(tmp_path):
@@ -102,20 +104,20 @@ def test_images_dir_points_at_nlm_pngs(tmp_path):
     with pytest.raises(
         IUXrayError, match=r"Study 'CXR5_IM-0005': image .*CXR5_IM-0005-4001\.png' does not exist \(0 other"
     ):
-        convert_iu_xray(folder, images_dir=pngs)
+        convert_iu_xray(folder, images_dir=pngs, split="seeded")
     (pngs / "CXR5_IM-0005-4001.png").write_bytes(b"")
-    entries = {e["id"]: e for es in convert_iu_xray(folder, images_dir=pngs).values() for e in es}
+    entries = {e["id"]: e for es in convert_iu_xray(folder, images_dir=pngs, split="seeded").values() for e in es}
     assert entries["CXR1_IM-0001"]["image_path"] == ["CXR1_IM-0001-1001.png", "CXR1_IM-0001-2001.png"]
 
 
 def test_projections_put_the_frontal_view_first(tmp_path):
     folder = write_folder(tmp_path / "xml", {5: FIXTURE[5]})
     projections = {"CXR5_IM-0005-3001": "Lateral", "CXR5_IM-0005-4001": "lateral", "CXR5_IM-0005-1001": "Frontal"}
-    entry = convert_iu_xray(folder, projections=projections)
+    entry = convert_iu_xray(folder, split="seeded", projections=projections)
     (only,) = [e for es in entry.values() for e in es]
     assert only["image_ids"] == ["CXR5_IM-0005-1001", "CXR5_IM-0005-3001"]
     with pytest.raises(IUXrayError, match="expected 'frontal' or 'lateral'"):
-        convert_iu_xray(folder, projections={"CXR5_IM-0005-3001": "lateral"})
+        convert_iu_xray(folder, split="seeded", projections={"CXR5_IM-0005-3001": "lateral"})
 
 
 def test_split_is_deterministic_and_seeded():
@@ -151,16 +153,45 @@ def test_archive_lookup_does_not_import_torchxrayvision():
 REAL_ARCHIVE = find_nlm_reports_archive()
 
 
+def test_study_id_drops_the_last_part_of_the_first_image_id_as_r2gen_does(tmp_path):
+    assert r2gen_study_id("CXR2384_IM-0942-1001") == "CXR2384_IM-0942"
+    assert r2gen_study_id("CXR1032_IM-0026-1001-0001") == "CXR1032_IM-0026-1001"
+    with pytest.raises(ValueError, match="does not look like"):
+        r2gen_study_id("CXR2384_IM-0942")
+    four_parts = report_xml(1032, images=("1001-0001", "1001-0002")).replace("IM-1032", "IM-0026")
+    (entry,) = [e for es in convert_iu_xray(write_folder(tmp_path / "xml", {1032: four_parts})).values() for e in es]
+    assert (entry["id"], entry["split"]) == ("CXR1032_IM-0026-1001", "train")
+    assert entry["image_path"] == ["CXR1032_IM-0026-1001/0.png", "CXR1032_IM-0026-1001/1.png"]
+
+
+def test_r2gen_split_is_the_shipped_file_and_refuses_other_studies(tmp_path):
+    assignment = r2gen_split()
+    assert [list(assignment.values()).count(s) for s in ("train", "val", "test")] == [2069, 296, 590]
+    with pytest.raises(
+        IUXrayError, match=r"2 selected studies are not in R2Gen's IU-Xray split \(e\.g\. CXR1_IM-0001"
+    ):
+        convert_iu_xray(write_folder(tmp_path / "xml", FIXTURE))
+    with pytest.raises(ValueError, match="split must be one of"):
+        convert_iu_xray(write_folder(tmp_path / "xml", FIXTURE), split="random")
+
+
 @pytest.mark.skipif(REAL_ARCHIVE is None, reason="NLMCXR_reports.tgz (torchxrayvision) not installed")
-def test_real_archive_selects_r2gen_studies():
-    annotation = convert_iu_xray(seed=42)
+def test_real_archive_gives_r2gen_ids_and_split():
+    annotation = convert_iu_xray()
     assert [len(annotation[s]) for s in ("train", "val", "test")] == [2069, 296, 590]
+    assert {e["id"]: split for split, es in annotation.items() for e in es} == r2gen_split()
     entries = {e["id"]: e for es in annotation.values() for e in es}
-    assert len(entries) == 2955
     example = entries["CXR2384_IM-0942"]
     assert example["image_path"] == ["CXR2384_IM-0942/0.png", "CXR2384_IM-0942/1.png"]
     assert example["report"].startswith("The heart size and pulmonary vascularity appear within normal limits.")
-    again = convert_iu_xray(REAL_ARCHIVE, seed=42)
-    assert again == annotation
-    other = convert_iu_xray(seed=43)
+    assert entries["CXR1032_IM-0026-1001"]["image_ids"] == ["CXR1032_IM-0026-1001-0001", "CXR1032_IM-0026-1001-0002"]
+
+
+@pytest.mark.skipif(REAL_ARCHIVE is None, reason="NLMCXR_reports.tgz (torchxrayvision) not installed")
+def test_real_archive_seeded_split_keeps_the_studies_and_sizes():
+    annotation = convert_iu_xray(split="seeded", seed=42)
+    assert [len(annotation[s]) for s in ("train", "val", "test")] == [2069, 296, 590]
+    assert {e["id"] for es in annotation.values() for e in es} == set(r2gen_split())
+    assert convert_iu_xray(REAL_ARCHIVE, split="seeded", seed=42) == annotation
+    other = convert_iu_xray(split="seeded", seed=43)
     assert {e["id"] for e in other["test"]} != {e["id"] for e in annotation["test"]}

@@ -9,20 +9,23 @@ FINDINGS section and, of the rest, 470 list fewer than two images.
   :mod:`cxrgen.processing.cleaning`); ``impression``, ``indication`` and ``comparison`` (``""`` when empty),
   ``mesh_major`` and ``mesh_automatic`` (MeSH tags, in XML order) and ``image_ids`` (the two NLM image ids used)
   are kept as extra fields.
-- ``id`` is the first image id without its trailing image-number part (``CXR2384_IM-0942-1001`` ->
-  ``CXR2384_IM-0942``), which is how R2Gen names its IU-Xray studies.
+- ``id`` is the first image id without its last dash-separated part (``CXR2384_IM-0942-1001`` ->
+  ``CXR2384_IM-0942``, ``CXR1032_IM-0026-1001-0001`` -> ``CXR1032_IM-0026-1001``), which is how R2Gen names its
+  IU-Xray studies: on the official archive every id equals R2Gen's.
 - Views: the report XML carries no per-image view (the caption describes the whole study, e.g. "Xray Chest PA and
   Lateral"), and the DICOM ``View Position`` metadata distributed beside the archive is missing for a third of the
   images and calls many laterals "PA". So by default the first two images in XML order are used, as in R2Gen;
   pass ``projections`` (NLM image id -> ``"frontal"``/``"lateral"``, e.g. from a projection table) to put the
   frontal view first.
-- Split: the study ids are sorted, shuffled with ``random.Random(seed)`` and cut into train/val/test with
-  ``round(0.7 n)`` and ``round(0.1 n)`` studies (halves rounded up) for train and val and the rest for test, which
-  gives R2Gen's 2,069 / 296 / 590 on 2,955 studies. R2Gen's own assignment of studies to splits is not published
-  as a rule, so the membership differs from R2Gen's file.
+- Split: ``"r2gen"`` (the default) is R2Gen's own assignment, the split every IU-Xray paper reports on: the study
+  ids per split (2,069 / 296 / 590) taken from R2Gen's public annotation file, shipped as
+  ``iu_xray_r2gen_split.json``; a selected study missing from it is an error. ``"seeded"`` sorts the study ids,
+  shuffles them with ``random.Random(seed)`` and cuts them into train/val/test with ``round(0.7 n)`` and
+  ``round(0.1 n)`` studies (halves rounded up) and the rest, the same sizes with another membership.
 """
 
 import importlib.util
+import json
 import logging
 import math
 import random
@@ -37,7 +40,9 @@ logger = logging.getLogger(__name__)
 
 ARCHIVE_NAME = "NLMCXR_reports.tgz"
 DEFAULT_SEED = 42
-_STUDY_ID = re.compile(r"^(.*?IM-\d+)(?:-\d+)+$")
+SPLIT_MODES = ("r2gen", "seeded")
+R2GEN_SPLIT_FILE = Path(__file__).with_name("iu_xray_r2gen_split.json")
+_IMAGE_ID = re.compile(r"^CXR\S*_IM-\d+(?:-\d+)+$")
 _VIEW_RANK = {"frontal": 0, "lateral": 1}
 
 
@@ -146,14 +151,38 @@ def assign_splits(ids, seed, fractions):
     return {study_id: split for split, (start, end) in bounds.items() for study_id in order[start:end]}
 
 
-def convert_iu_xray(reports_source=None, images_dir=None, seed=DEFAULT_SEED, split=(0.7, 0.1, 0.2), projections=None):
+def r2gen_split() -> dict[str, str]:
+    """R2Gen's IU-Xray split: study id -> ``"train"`` / ``"val"`` / ``"test"`` (2,069 / 296 / 590 studies)."""
+    ids = json.loads(R2GEN_SPLIT_FILE.read_text(encoding="utf-8"))
+    return {study_id: split for split in SPLITS for study_id in ids[split]}
+
+
+def r2gen_study_id(image_id: str) -> str:
+    """R2Gen's study id of an NLM image id: the id without its last dash-separated part."""
+    if _IMAGE_ID.match(image_id) is None:
+        raise ValueError(f"image id '{image_id}' does not look like 'CXR<n>_IM-<n>-<n>[-<n>...]'")
+    return image_id.rsplit("-", 1)[0]
+
+
+def convert_iu_xray(
+    reports_source: str | Path | None = None,
+    images_dir: str | Path | None = None,
+    split: str = "r2gen",
+    seed: int = DEFAULT_SEED,
+    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    projections: dict[str, str] | None = None,
+) -> dict[str, list[dict]]:
     """Build the R2Gen IU-Xray annotation (see the module docstring for the exact protocol).
 
     ``reports_source``: ``NLMCXR_reports.tgz`` or its extracted folder; ``None`` uses the archive shipped in
     torchxrayvision. ``images_dir``: the NLM PNG folder (``CXR2384_IM-0942-1001.png``, ...); when given, image paths
     point at those files (relative to it) and must exist, else they are R2Gen's ``<id>/0.png``, ``<id>/1.png``.
-    ``projections``: optional NLM image id -> ``"frontal"``/``"lateral"`` used to order the views.
+    ``split``: ``"r2gen"`` (R2Gen's assignment) or ``"seeded"`` (``seed`` and ``fractions``, see
+    :func:`assign_splits`). ``projections``: optional NLM image id -> ``"frontal"``/``"lateral"`` used to order
+    the views.
     """
+    if split not in SPLIT_MODES:
+        raise ValueError(f"split must be one of {SPLIT_MODES}, got {split!r}.")
     if reports_source is None:
         reports_source = find_nlm_reports_archive()
         if reports_source is None:
@@ -169,32 +198,41 @@ def convert_iu_xray(reports_source=None, images_dir=None, seed=DEFAULT_SEED, spl
     entries = {}
     for study in selected:
         image_ids = _ordered_views(study, projections)[:2]
-        match = _STUDY_ID.match(image_ids[0])
-        if match is None:
-            raise IUXrayError(f"{study['file']}: image id '{image_ids[0]}' does not look like 'CXR<n>_IM-<n>-<n>'.")
-        study_id = match.group(1)
-        if study_id in entries:
+        try:
+            identifier = r2gen_study_id(image_ids[0])
+        except ValueError as error:
+            raise IUXrayError(f"{study['file']}: {error}.") from None
+        if identifier in entries:
             raise IUXrayError(
-                f"{study['file']}: study id '{study_id}' is also derived from {entries[study_id]['file']}."
+                f"{study['file']}: study id '{identifier}' is also derived from {entries[identifier]['file']}."
             )
-        entries[study_id] = dict(study, id=study_id, image_ids=image_ids)
+        entries[identifier] = dict(study, id=identifier, image_ids=image_ids)
 
     if images_dir is not None:
         _check_png_folder(Path(images_dir), entries)
-    assignment = assign_splits(list(entries), seed, split)
+    if split == "seeded":
+        assignment = assign_splits(list(entries), seed, fractions)
+    else:
+        assignment = r2gen_split()
+        unknown = sorted((i for i in entries if i not in assignment), key=_natural_key)
+        if unknown:
+            raise IUXrayError(
+                f"{len(unknown)} selected studies are not in R2Gen's IU-Xray split (e.g. {', '.join(unknown[:3])}): "
+                f"{reports_source} is not the official NLM report archive; pass split='seeded' to split it by seed."
+            )
     annotation = {name: [] for name in SPLITS}
-    for study_id in sorted(entries, key=_natural_key):
-        study = entries[study_id]
+    for identifier in sorted(entries, key=_natural_key):
+        study = entries[identifier]
         if images_dir is None:
-            image_path = [f"{study_id}/{view}.png" for view in range(2)]
+            image_path = [f"{identifier}/{view}.png" for view in range(2)]
         else:
             image_path = [f"{image_id}.png" for image_id in study["image_ids"]]
-        annotation[assignment[study_id]].append(
+        annotation[assignment[identifier]].append(
             {
-                "id": study_id,
+                "id": identifier,
                 "report": study["findings"],
                 "image_path": image_path,
-                "split": assignment[study_id],
+                "split": assignment[identifier],
                 "impression": study["impression"],
                 "indication": study["indication"],
                 "comparison": study["comparison"],
@@ -204,10 +242,11 @@ def convert_iu_xray(reports_source=None, images_dir=None, seed=DEFAULT_SEED, spl
             }
         )
     logger.info(
-        "IU-Xray: %d reports read, %d kept (train %d / val %d / test %d); excluded %d with an empty FINDINGS "
-        "section and %d with fewer than two images.",
+        "IU-Xray: %d reports read, %d kept (%s split: train %d / val %d / test %d); excluded %d with an empty "
+        "FINDINGS section and %d with fewer than two images.",
         len(studies),
         len(selected),
+        split,
         *(len(annotation[name]) for name in SPLITS),
         len(no_findings),
         len(too_few_images),
