@@ -92,6 +92,29 @@ def test_jpeg(tmp_path):
     assert np.abs(pixels(load_image(path)).astype(int) - 100).max() <= 1
 
 
+def test_exif_orientation_is_applied_the_same_way_for_training_and_inference(tmp_path):
+    from cxrgen.data.annotation import annotation_to_dataset_dict
+
+    stored = np.zeros((20, 40), dtype=np.uint8)
+    stored[:, :10] = 255  # bright band on the left of the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the viewer turns the stored pixels 90 degrees clockwise
+    path = tmp_path / "study" / "0.jpg"
+    path.parent.mkdir()
+    Image.fromarray(stored).save(path, quality=100, exif=exif)
+    upright = np.asarray(load_image(path))[..., 0]
+    assert upright.shape == (40, 20) and upright[:10].mean() > 200 and upright[-10:].mean() < 50
+    assert np.array_equal(np.asarray(load_image(Image.open(path))), np.asarray(load_image(path)))
+
+    annotation = {"train": [{"id": "s1", "report": "The lungs are clear.", "image_path": ["study/0.jpg"]}]}
+    training = annotation_to_dataset_dict(annotation, tmp_path)["train"][0]["images"][0]
+    processor = CxrImageProcessor(size={"height": 32, "width": 16})
+    torch.testing.assert_close(
+        processor(images=[[training]], return_tensors="pt")["pixel_values"],
+        processor(images=[[str(path)]], return_tensors="pt")["pixel_values"],
+    )
+
+
 def test_numpy_arrays():
     assert (pixels(load_image(np.full((4, 5), 0.5))) == 128).all()
     assert (pixels(load_image(np.ones((4, 5, 1), dtype=bool))) == 255).all()

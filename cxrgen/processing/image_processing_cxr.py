@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 from transformers.processing_utils import ImagesKwargs, Unpack
@@ -47,6 +47,9 @@ def load_image(source) -> Image.Image:
         * Alpha channels (RGBA, LA, PA, palettes with transparency) are dropped and the stored colour is kept,
           not composited on a background; this is what the reference's ``convert("RGB")`` does.
         * Palette images are expanded through their palette; grayscale is repeated over the three channels.
+        * An EXIF orientation (phone photos of films, some JPEG exports) is applied, for files and PIL images alike,
+          as `datasets.Image` does when it decodes the training data, so training and inference see the same
+          pixels; an image without the tag, or one already turned upright, is left as it is.
         * DICOM: the rescale slope and intercept are applied, the values are windowed to their own minimum and
           maximum (the VOI window tags are ignored), and MONOCHROME1 images are inverted so bone is bright.
 
@@ -55,7 +58,7 @@ def load_image(source) -> Image.Image:
         ImportError: a DICOM file is given and pydicom is not installed.
     """
     if isinstance(source, Image.Image):
-        return _to_rgb(source, f"PIL image (mode {source.mode})")
+        return _to_rgb(ImageOps.exif_transpose(source), f"PIL image (mode {source.mode})")
     if isinstance(source, np.ndarray):
         return _to_rgb(_array_to_image(source, "numpy array"), "numpy array")
     if not isinstance(source, (str, os.PathLike)):
@@ -68,7 +71,7 @@ def load_image(source) -> Image.Image:
     try:
         with Image.open(path) as image:
             image.load()
-            return _to_rgb(image, str(path))
+            return _to_rgb(ImageOps.exif_transpose(image), str(path))
     except ImageLoadError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
