@@ -1,6 +1,6 @@
 import pytest
 
-from cxrgen.evaluation.labeler import RuleBasedLabeler, explain_report, label_report, label_reports, split_sentences
+from cxrgen.labeler import RuleBasedLabeler, explain_report, label_report, label_reports, split_sentences
 from cxrgen.labels import CHEXPERT_OBSERVATIONS, NEGATIVE, NOT_MENTIONED, NUM_OBSERVATIONS, POSITIVE, UNCERTAIN
 
 P, N, U, M = POSITIVE, NEGATIVE, UNCERTAIN, NOT_MENTIONED

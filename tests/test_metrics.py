@@ -10,7 +10,6 @@ from pycocoevalcap.rouge.rouge import Rouge
 from sklearn.metrics import precision_recall_fscore_support
 
 from cxrgen.evaluation import metrics
-from cxrgen.evaluation.labeler import label_report
 from cxrgen.evaluation.metrics import (
     NLG_METRICS,
     RRG_METRIC_PATH,
@@ -19,6 +18,7 @@ from cxrgen.evaluation.metrics import (
     evaluate_reports,
     format_metrics_table,
 )
+from cxrgen.labeler import label_report
 from cxrgen.labels import CHEXPERT_OBSERVATIONS, NUM_OBSERVATIONS, binarize
 
 PREDICTIONS = [

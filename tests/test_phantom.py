@@ -13,7 +13,7 @@ from cxrgen.data.phantom_benchmark import (
     synthetic_annotation,
     templated_report,
 )
-from cxrgen.evaluation.labeler import label_report
+from cxrgen.labeler import label_report
 from cxrgen.labels import CHEXPERT_OBSERVATIONS, NEGATIVE, NOT_MENTIONED, POSITIVE, UNCERTAIN
 
 SIZE = 128

@@ -14,7 +14,7 @@ from two_process import TORCHRUN, launch
 
 from cxrgen.data.phantom_benchmark import build_phantom_benchmark
 from cxrgen.data.trrg_collators import TrrgCollator, TrrgContrastiveCollator, report_sentences
-from cxrgen.evaluation.labeler import label_report
+from cxrgen.labeler import label_report
 from cxrgen.modeling.trrg import TrrgForConditionalGeneration, TrrgForContrastivePretraining
 from cxrgen.trainers import trrg, trrg_contrastive
 from cxrgen.trainers.common import check_model_folder, load_stage_config

@@ -22,6 +22,7 @@ from pathlib import Path
 import datasets
 import pyarrow as pa
 
+from cxrgen.labeler import label_report
 from cxrgen.labels import NUM_OBSERVATIONS
 
 logger = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ def annotation_to_dataset_dict(annotation_or_path, image_root, labeler=None):
     Image paths are resolved against ``image_root``; every file is checked before anything is built, and a missing
     one raises an error naming the entry, the path and how many other images are missing. ``labels`` come from an
     entry's ``labels`` field when it has one, else from ``labeler(report)`` (default:
-    :func:`cxrgen.evaluation.labeler.label_report`).
+    :func:`cxrgen.labeler.label_report`).
     """
     if isinstance(annotation_or_path, dict):
         annotation = annotation_or_path
@@ -155,8 +156,8 @@ def annotation_to_dataset_dict(annotation_or_path, image_root, labeler=None):
     image_root = Path(image_root)
     _check_reports(annotation)
     resolved = _resolve_images(annotation, image_root)
-    if labeler is None and any("labels" not in entry for entries in annotation.values() for entry in entries):
-        from cxrgen.evaluation.labeler import label_report as labeler
+    if labeler is None:
+        labeler = label_report
 
     splits = {}
     for split, entries in annotation.items():

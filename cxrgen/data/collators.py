@@ -12,6 +12,7 @@ exactly as the uninterrupted run did.
 
 import zlib
 
+import datasets
 import numpy as np
 import torch
 
@@ -108,8 +109,6 @@ def split_views(dataset):
     """One row per view: a study ``id`` with V views becomes rows ``id#0`` .. ``id#{V-1}``, each with one image, the
     study's report and its ``labels`` when the dataset has them (other columns are dropped). Images stay undecoded
     while splitting, so nothing is re-encoded."""
-    import datasets
-
     image_feature = dataset.features["images"]
     undecoded = dataset.cast_column("images", datasets.List(datasets.Image(decode=False)))
     carried = [name for name in ("report", "labels") if name in dataset.column_names]

@@ -26,6 +26,7 @@ from pathlib import Path
 from cxrgen.data.annotation import SPLITS, write_annotation
 from cxrgen.data.iu_xray import assign_splits, convert_iu_xray, find_nlm_reports_archive
 from cxrgen.data.phantom import render_study
+from cxrgen.labeler import label_report
 from cxrgen.labels import CHEXPERT_OBSERVATIONS, NEGATIVE, NOT_MENTIONED, POSITIVE, UNCERTAIN
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ ANNOTATION_NAME = "annotation.json"
 IMAGES_DIR = "images"
 # Per-observation code probabilities for synthetic studies: positive, uncertain, negative (rest: not mentioned).
 _SYNTHETIC_RATES = (0.12, 0.04, 0.4)
-# Sentences per observation and code. Each is labeled exactly as keyed by cxrgen.evaluation.labeler (tested).
+# Sentences per observation and code. Each is labeled exactly as keyed by cxrgen.labeler (tested).
 TEMPLATES = {
     "Enlarged Cardiomediastinum": {
         POSITIVE: ["The mediastinum is widened.", "There is mediastinal widening."],
@@ -148,8 +149,6 @@ def build_phantom_benchmark(
 
 
 def _phantom_iu_annotation(reports_source):
-    from cxrgen.evaluation.labeler import label_report
-
     # The recorded demo and benchmark results were measured on this seeded split; see benchmarks/DEMO.md.
     annotation = convert_iu_xray(reports_source, split="seeded", seed=42)
     result = {}

@@ -20,7 +20,7 @@ import zlib
 
 import torch
 
-from cxrgen.evaluation.labeler import label_report, split_sentences
+from cxrgen.labeler import label_report, split_sentences
 from cxrgen.labels import NUM_OBSERVATIONS
 from cxrgen.modeling.trrg.modeling_trrg import sample_report_sentences
 

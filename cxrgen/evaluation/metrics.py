@@ -17,7 +17,7 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
-from cxrgen.evaluation.labeler import label_report
+from cxrgen.labeler import label_report
 from cxrgen.labels import CHEXPERT_OBSERVATIONS, NUM_OBSERVATIONS, binarize
 
 NLG_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")

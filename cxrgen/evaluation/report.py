@@ -18,6 +18,7 @@ from PIL import Image
 from cxrgen.data.annotation import annotation_to_dataset_dict, read_annotation
 from cxrgen.evaluation.metrics import CE_AVERAGES, NLG_METRICS, evaluate_reports
 from cxrgen.evaluation.predictions import write_predictions
+from cxrgen.inference import generate_reports, load_generator
 from cxrgen.processing.cleaning import clean_report
 
 PREDICTIONS_NAME = "predictions.jsonl"
@@ -75,8 +76,6 @@ def evaluate_model(
     Returns:
         ``{"metrics": evaluate_reports result, "records": prediction records, "paths": {name: Path}}``.
     """
-    from cxrgen.inference import generate_reports, load_generator
-
     output_dir = Path(output_dir) if output_dir is not None else Path(model_dir) / f"evaluation-{split}"
     dataset = load_split(annotation, image_root, split)
     if generator is None:

@@ -1,7 +1,17 @@
-"""The two model families; `register()` makes the Auto classes and pipelines know them."""
+"""The two model families, registered with the Auto classes when this package is imported.
+
+Python runs this module before any model folder (``cxrgen.modeling.cmcrl``, ``cxrgen.modeling.trrg.configuration_trrg``,
+...), so code holding a model or config class always finds the Auto classes knowing it; ``cxrgen.<public name>``
+imports this module first for the processor classes too.
+"""
 
 import json
 from pathlib import Path
+
+from ..processing.image_processing_cxr import CxrImageProcessor
+from ..processing.processing_cmcrl import CmcrlProcessor
+from ..processing.processing_trrg import TrrgProcessor
+from . import cmcrl, trrg
 
 
 def read_model_config(folder):
@@ -20,10 +30,13 @@ def read_model_config(folder):
         raise ValueError(f"{config_path} is not valid JSON ({error.msg}).") from error
 
 
-def register():
-    """Register configs, models, image processors and processors of every model family with the Auto classes."""
-    from .cmcrl import register as register_cmcrl
-    from .trrg import register as register_trrg
+def register() -> None:
+    """Register configs, models, image processors and processors of every model family with the Auto classes.
 
-    register_cmcrl()
-    register_trrg()
+    Runs on import; calling it again is harmless.
+    """
+    cmcrl.register(CxrImageProcessor, CmcrlProcessor)
+    trrg.register(CxrImageProcessor, TrrgProcessor)
+
+
+register()
