@@ -6,6 +6,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .methods import DEFAULT_METHOD, METHODS, stage_names
+
 
 def _prepare(args):
     from .data.annotation import write_annotation
@@ -121,6 +123,8 @@ def _demo(args):
 
 def build_parser():
     """The argument parser of the ``cxrgen`` command."""
+    names = " or ".join(method.display_name for method in METHODS.values())
+    with_findings = ", ".join(method.display_name for method in METHODS.values() if method.structured_findings)
     parser = argparse.ArgumentParser(prog="cxrgen", description="Chest X-ray radiology report generation.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -174,11 +178,13 @@ def build_parser():
     evaluate.set_defaults(handler=_evaluate)
 
     generate = commands.add_parser("generate", help="write the report of one study with a saved model")
-    generate.add_argument("--model", required=True, help="a saved CMCRL or TRRG model folder")
+    generate.add_argument("--model", required=True, help=f"a saved {names} model folder")
     generate.add_argument("images", nargs="+", metavar="IMAGE", help="the study's images, frontal first")
     generate.add_argument("--num-beams", type=int, help="override the model's generation_config")
     generate.add_argument("--max-new-tokens", type=int, help="override the model's generation_config")
-    generate.add_argument("--json", action="store_true", help="print JSON (report; TRRG: probabilities and clues)")
+    generate.add_argument(
+        "--json", action="store_true", help=f"print JSON (report; {with_findings}: probabilities and clues)"
+    )
     generate.set_defaults(handler=_generate)
 
     push = commands.add_parser("push", help="publish a saved model folder with its card to the Hugging Face Hub")
@@ -194,9 +200,7 @@ def build_parser():
         description="Train one stage. Any further --<name> <value> is a transformers TrainingArguments field "
         "(e.g. --learning_rate 1e-4 --report_to tensorboard); it overrides the config's 'training' section.",
     )
-    train.add_argument(
-        "stage", choices=["backbone", "radcare", "vlci", "trrg-contrastive", "trrg"], help="the training stage"
-    )
+    train.add_argument("stage", choices=stage_names(), help="the training stage")
     train.add_argument(
         "--config", required=True, help="a model preset name (e.g. iu-xray, tiny) or a YAML config file"
     )
@@ -211,7 +215,10 @@ def build_parser():
         "demo", help="offline end-to-end run on phantom data: build, train, evaluate against baselines (CPU, minutes)"
     )
     demo.add_argument(
-        "--model", choices=["cmcrl", "trrg"], default="cmcrl", help="which method to train (default: cmcrl)"
+        "--model",
+        choices=list(METHODS),
+        default=DEFAULT_METHOD,
+        help=f"which method to train (default: {DEFAULT_METHOD})",
     )
     demo.add_argument(
         "--output", default="cxrgen-demo", help="folder for the data, model and results (default: cxrgen-demo)"
@@ -224,7 +231,9 @@ def build_parser():
     )
     demo.add_argument("--max-studies", type=int, help="use at most this many studies (default: all)")
     demo.add_argument(
-        "--max-steps", type=int, help="training steps (TRRG: of each stage; default: the method's demo setting)"
+        "--max-steps",
+        type=int,
+        help="training steps of each stage that counts steps (default: the method's demo setting)",
     )
     demo.add_argument("--num-beams", type=int, help="beams for the model's reports (default: the demo setting)")
     demo.add_argument("--seed", type=int, default=0)

@@ -2,8 +2,10 @@
 
 1. Build the phantom benchmark (``source="auto"``: the real IU-Xray report texts when the NLM archive is installed,
    with phantoms rendered from the labels the project's labeler gives each report; else synthetic reports).
-2. Train a small CMCRL: its ResNet first as a classifier of the 14 observations (``cxrgen.trainers.backbone``),
-   then VLCI (``cxrgen.trainers.vlci``) with that backbone frozen and studies drawn by the rarity of their findings.
+2. Train a small model of the method by its recipe, the ``demo`` section of its demo preset (e.g.
+   ``cxrgen/modeling/cmcrl/presets/tiny.yaml``): each stage in turn, from the previous stage's folder. CMCRL trains
+   its ResNet first as a classifier of the 14 observations, then VLCI with that backbone frozen and studies drawn by
+   the rarity of their findings; TRRG its contrastive stage 1, then stage 2.
 3. Evaluate it on the test split (``cxrgen.evaluation.report.evaluate_model``) next to two baselines: the most
    frequent training report, and the training report of the nearest training study by image pixels.
 4. Print and save the metric table of the three systems, save the model folder with its card (phantom data
@@ -12,6 +14,7 @@
 Phantom numbers check the pipeline end to end; they say nothing about clinical performance.
 """
 
+import copy
 import json
 import platform
 import time
@@ -34,69 +37,15 @@ from cxrgen.evaluation.report import (
     study_paths,
 )
 from cxrgen.labels import CHEXPERT_OBSERVATIONS, POSITIVE
-from cxrgen.modeling.trrg.configuration_trrg import TINY_VISION_CONFIG
+from cxrgen.methods import DEFAULT_METHOD, METHODS, find_stage, get_method
+from cxrgen.presets import load_preset
 
-# The demo's CMCRL: 64 px views through a three-stage basic-block ResNet of stride 16 (4x4 tokens per view; the
-# token count, not the image size, sets the cost of a step), width 128, 2+2 layers, VDM and LDM on. No dropout: a
-# run of a few epochs does not overfit, and dropout costs about a sixth of a CPU step.
-# Trained from scratch on report text alone, such a model writes the normal report for every study (benchmarks/DEMO.md),
-# so the backbone is first trained to recognise the 14 observations (`cxrgen.trainers.backbone`, standing in for the
-# reference's ImageNet weights), then kept frozen while VLCI trains on studies drawn by the rarity of their findings.
-CMCRL_DEMO = {
-    "image_size": 64,
-    "backbone_epochs": 10,
-    "backbone_batch_size": 64,
-    "backbone_learning_rate": 3e-3,
-    "max_steps": 600,
-    "num_beams": 1,
-    "batch_size": 32,
-    "learning_rate": 2e-3,
-    "balance_power": 1.0,
-    "model": {
-        "freeze_backbone": True,
-        "hidden_size": 128,
-        "num_attention_heads": 4,
-        "dropout": 0.0,
-        "attention_dropout": 0.0,
-        "intermediate_size": 256,
-        "encoder_layers": 2,
-        "decoder_layers": 2,
-        "backbone_stride": 16,
-        "backbone_config": {
-            "model_type": "resnet",
-            "embedding_size": 8,
-            "hidden_sizes": [16, 32, 64],
-            "depths": [1, 1, 1],
-            "layer_type": "basic",
-            "out_features": ["stage3"],
-        },
-        "local_top_k": 4,
-        "global_num_heads": 4,
-        "global_head_dim": 32,
-        "ldm_intermediate_size": 256,
-        "max_report_length": 60,
-        "max_position_embeddings": 128,
-    },
-}
-# The demo's TRRG: the `tiny` presets of both stages (a Swin tower of 64 px, a 2-layer Llama-style LLM of width 64 with
-# the report vocabulary, disease clues from the stage-1 zero-shot head); stage 1 then stage 2, 800 steps each.
-TRRG_DEMO = {
-    "image_size": TINY_VISION_CONFIG["image_size"],
-    "contrastive_steps": 800,
-    "contrastive_batch_size": 32,
-    "max_steps": 800,
-    "num_beams": 1,
-    "batch_size": 16,
-    "model": {},
-}
-DEMO_SETTINGS = {"cmcrl": CMCRL_DEMO, "trrg": TRRG_DEMO}
-SYSTEM_NAMES = {"cmcrl": "CMCRL (trained)", "trrg": "TRRG (trained)"}
 BASELINE_NAMES = ("most frequent report", "nearest neighbour (pixels)")
 
 
 def run_demo(
     output_dir,
-    method="cmcrl",
+    method=DEFAULT_METHOD,
     source="auto",
     image_size=None,
     max_studies=None,
@@ -110,21 +59,29 @@ def run_demo(
 ):
     """Run the demo into ``output_dir`` (which must be new or empty) and return its summary dict.
 
-    ``method`` is "cmcrl" or "trrg". Arguments left as None take the method's demo setting (:data:`CMCRL_DEMO`,
-    :data:`TRRG_DEMO`); ``model_overrides`` replace entries of its model config (e.g. for a smaller smoke run).
-    ``echo`` receives the lines printed for the user.
+    ``method`` is a registered method (:data:`cxrgen.methods.METHODS`); its recipe is the ``demo`` section of its
+    demo preset (:func:`cxrgen.presets.load_preset`). Arguments left as None keep the recipe's settings; given, they
+    override it: ``image_size`` the phantoms' size and ``model.image_size`` where a stage sets it (a recipe where none
+    does, its vision tower fixing the size, refuses another one); ``max_steps`` ``training.max_steps`` where a stage
+    sets it; ``batch_size`` the last stage's ``per_device_train_batch_size``; ``num_beams`` the evaluation's beams and
+    ``training.generation_num_beams`` where set; ``model_overrides`` are merged into the ``model`` of every stage that
+    has one (e.g. for a smaller smoke run). ``echo`` receives the lines printed for the user.
     """
-    if method not in DEMO_SETTINGS:
-        raise ValueError(f"The demo trains one of {sorted(DEMO_SETTINGS)}, not {method!r}.")
+    if method not in METHODS:
+        raise ValueError(f"The demo trains one of {sorted(METHODS)}, not {method!r}.")
+    spec = get_method(method)
     started = time.perf_counter()
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()):
         raise ValueError(f"{output_dir} is not empty: choose a new --output folder (the demo never mixes runs).")
-    settings = _settings(DEMO_SETTINGS[method], image_size, max_steps, num_beams, batch_size, model_overrides)
-    if method == "trrg" and settings["image_size"] != TRRG_DEMO["image_size"]:
+    preset = load_preset(method, spec.demo_preset)
+    if "demo" not in preset:
+        raise ValueError(f"The {spec.demo_preset!r} preset of {method} has no demo section (the demo's recipe).")
+    settings, sized = _settings(preset["demo"], image_size, max_steps, num_beams, batch_size, model_overrides)
+    if not sized and settings["image_size"] != preset["demo"]["image_size"]:
         raise ValueError(
-            f"image-size: the TRRG demo's Swin tower (the `tiny` preset) takes {TRRG_DEMO['image_size']} px "
-            f"images, got {settings['image_size']}."
+            f"image-size: the {spec.display_name} demo's vision tower (the `{spec.demo_preset}` preset) takes "
+            f"{preset['demo']['image_size']} px images, got {settings['image_size']}."
         )
     if source == "auto":
         source = "iu" if find_nlm_reports_archive() is not None else "synthetic"
@@ -147,18 +104,9 @@ def run_demo(
 
     mark = time.perf_counter()
     model_dir = output_dir / "model"
-    if method == "cmcrl":
-        echo(
-            f"[2/4] Training a small CMCRL: backbone warm-up ({settings['backbone_epochs']} epochs), then VLCI "
-            f"({settings['max_steps']} steps) ..."
-        )
-        _train_cmcrl(annotation_path, image_root, output_dir / "backbone", model_dir, settings, source, seed)
-    else:
-        echo(
-            f"[2/4] Training a small TRRG: contrastive stage 1 ({settings['contrastive_steps']} steps), then stage 2 "
-            f"({settings['max_steps']} steps) ..."
-        )
-        _train_trrg(annotation_path, image_root, output_dir / "contrastive", model_dir, settings, source, seed)
+    steps = ", then ".join(f"{entry['title']} ({_amount(entry['training'])})" for entry in settings["stages"])
+    echo(f"[2/4] Training a small {spec.display_name}: {steps} ...")
+    _train(spec, settings["stages"], annotation_path, image_root, output_dir, model_dir, source, seed)
     timings["train"] = time.perf_counter() - mark
 
     echo("[3/4] Evaluating on the test split ...")
@@ -178,7 +126,7 @@ def run_demo(
     mark = time.perf_counter()
     references = [record["reference"] for record in evaluation["records"]]
     baseline_reports = _baselines(annotation, image_root, model_dir, len(references))
-    results = {SYSTEM_NAMES[method]: evaluation["metrics"]}
+    results = {f"{spec.display_name} (trained)": evaluation["metrics"]}
     for name, reports in baseline_reports.items():
         results[name] = evaluate_reports(reports, references)
         write_predictions(
@@ -190,7 +138,7 @@ def run_demo(
         )
     timings["baselines"] = time.perf_counter() - mark
 
-    _write_card(model_dir, method, source, settings, evaluation["metrics"])
+    _write_card(model_dir, spec, source, settings, evaluation["metrics"])
     timings["total"] = time.perf_counter() - started
     summary = _summary(results, settings, source, annotation, timings, seed, max_studies)
     (output_dir / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
@@ -220,101 +168,72 @@ def run_demo(
     return summary
 
 
-def _settings(defaults, image_size, max_steps, num_beams, batch_size, model_overrides):
+def _settings(recipe, image_size, max_steps, num_beams, batch_size, model_overrides):
+    """The recipe's settings and stage configs with the arguments given applied (see :func:`run_demo`), and whether
+    a stage's model takes ``image_size``."""
+    stages = copy.deepcopy(recipe["stages"])
+    for entry in stages:
+        entry.setdefault("training", {})
+    last = stages[-1]["training"]
     given = {"image_size": image_size, "max_steps": max_steps, "num_beams": num_beams, "batch_size": batch_size}
-    settings = {**defaults, **{key: value for key, value in given.items() if value is not None}}
-    for key in given:
-        if not isinstance(settings[key], int) or settings[key] < 1:
-            raise ValueError(f"{key.replace('_', '-')} must be a positive integer, got {settings[key]!r}.")
-    if max_steps is not None and "contrastive_steps" in settings:
-        settings["contrastive_steps"] = max_steps  # TRRG: the same number of steps for both stages
-    settings["model"] = {**defaults["model"], **(model_overrides or {})}
-    return settings
-
-
-def _train_cmcrl(annotation_path, image_root, backbone_dir, model_dir, settings, source, seed):
-    from cxrgen.trainers import backbone, vlci
-
-    common = _trainer_settings(seed)
-    model = {**settings["model"], "image_size": settings["image_size"]}
-    backbone.run(
-        {
-            "preset": "tiny",
-            "model": model,
-            "data": {"augment": False},
-            "training": {
-                **common,
-                "num_train_epochs": settings["backbone_epochs"],
-                "per_device_train_batch_size": settings["backbone_batch_size"],
-                "learning_rate": settings["backbone_learning_rate"],
-            },
-            "card": {**_card_names("cmcrl", source), "model_name": "cxrgen demo CMCRL backbone (phantom radiographs)"},
-        },
-        annotation_path,
-        image_root,
-        backbone_dir,
-    )
-    config = {
-        "preset": "tiny",
-        "model": model,
-        "processor": {"min_frequency": 3},
-        "data": {"augment": False, "balance_power": settings["balance_power"]},
-        "training": {
-            "max_steps": settings["max_steps"],
-            "per_device_train_batch_size": settings["batch_size"],
-            "learning_rate": settings["learning_rate"],
-            "lr_scheduler_type": "linear",
-            "warmup_steps": 30,
-            "weight_decay": 0.01,
-            **common,
-        },
-        "card": _card_names("cmcrl", source),
+    for key, value in given.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{key.replace('_', '-')} must be a positive integer, got {value!r}.")
+    counted = [entry["training"] for entry in stages if "max_steps" in entry["training"]]
+    if max_steps is not None and not counted:
+        raise ValueError("max-steps: no stage of this demo trains by steps.")
+    if batch_size is not None:
+        last["per_device_train_batch_size"] = batch_size
+    sized = False
+    for entry in stages:
+        training = entry["training"]
+        if max_steps is not None and "max_steps" in training:
+            training["max_steps"] = max_steps
+        if num_beams is not None and "generation_num_beams" in training:
+            training["generation_num_beams"] = num_beams
+        if "model" in entry:
+            entry["model"] = {**entry["model"], **(model_overrides or {})}
+            if "image_size" in entry["model"]:
+                sized = True
+                if image_size is not None:
+                    entry["model"]["image_size"] = image_size
+    settings = {
+        "image_size": recipe["image_size"] if image_size is None else image_size,
+        # For the results: the steps of the last stage that counts them (the report generator, in both recipes).
+        "max_steps": counted[-1]["max_steps"] if counted else None,
+        "num_beams": recipe["num_beams"] if num_beams is None else num_beams,
+        "batch_size": last.get("per_device_train_batch_size"),
     }
-    vlci.run(config, annotation_path, image_root, model_dir, init=backbone_dir)
+    return {**settings, "stages": stages}, sized
 
 
-def _train_trrg(annotation_path, image_root, contrastive_dir, model_dir, settings, source, seed):
-    from cxrgen.trainers import trrg, trrg_contrastive
+def _amount(training):
+    """How long a stage trains, as the demo prints it."""
+    if "max_steps" in training:
+        return f"{training['max_steps']} steps"
+    return f"{training.get('num_train_epochs', 'the stage default of')} epochs"
 
-    common = _trainer_settings(seed)
-    trrg_contrastive.run(
-        {
-            "preset": "tiny",
-            "processor": {"min_frequency": 3},
-            "training": {
-                **common,
-                "max_steps": settings["contrastive_steps"],
-                "per_device_train_batch_size": settings["contrastive_batch_size"],
-            },
-            "card": {**_card_names("trrg", source), "model_name": "cxrgen demo TRRG stage 1 (phantom radiographs)"},
-        },
-        annotation_path,
-        image_root,
-        contrastive_dir,
-    )
-    trrg.run(
-        {
-            "preset": "tiny",
-            "model": settings["model"],
-            "processor": {"min_frequency": 3},
-            "training": {
-                **common,
-                "max_steps": settings["max_steps"],
-                "per_device_train_batch_size": settings["batch_size"],
-                "generation_num_beams": settings["num_beams"],
-            },
-            "card": _card_names("trrg", source),
-        },
-        annotation_path,
-        image_root,
-        model_dir,
-        init=contrastive_dir,
-    )
+
+def _train(method, stages, annotation_path, image_root, output_dir, model_dir, source, seed):
+    """Run the stage configs in turn, each from the previous one's folder; the last one writes ``model_dir``."""
+    from cxrgen.trainers.common import get_stage
+
+    init = None
+    for entry in stages:
+        config = {"preset": method.demo_preset}
+        config.update({key: entry[key] for key in ("model", "processor", "data") if key in entry})
+        config["training"] = {**entry["training"], **_trainer_settings(seed)}
+        config["card"] = _card_names(method, source)
+        folder = model_dir
+        if "folder" in entry:
+            folder = output_dir / entry["folder"]
+            config["card"]["model_name"] = f"cxrgen demo {method.display_name} {entry['title']} (phantom radiographs)"
+        get_stage(entry["stage"])(config, annotation_path, image_root, folder, init=init)
+        init = folder
 
 
 def _trainer_settings(seed):
-    # The demo evaluates once, on the test split, after training; checkpoints would only cost time. Random crops of
-    # 64 px phantoms shift findings by several pixels, so the CMCRL stages do not augment (the TRRG stages never do).
+    # The demo evaluates once, on the test split, after training; checkpoints would only cost time.
     return {
         "report_to": "none",
         "use_cpu": True,
@@ -327,10 +246,9 @@ def _trainer_settings(seed):
 
 
 def _card_names(method, source):
-    name = {"cmcrl": "CMCRL", "trrg": "TRRG"}[method]
     return {
-        "model_name": f"cxrgen demo {name} (phantom radiographs)",
-        "repo_id": f"your-username/cxrgen-demo-{method}",
+        "model_name": f"cxrgen demo {method.display_name} (phantom radiographs)",
+        "repo_id": f"your-username/cxrgen-demo-{method.name}",
         "dataset_name": f"cxrgen phantom benchmark ({'IU-Xray report texts' if source == 'iu' else 'synthetic reports'})",
         "dataset_id": f"cxrgen-phantom-{source}",
         "phantom_data": True,
@@ -367,7 +285,7 @@ def _write_card(model_dir, method, source, settings, metrics):
         model_dir,
         model_name=names["model_name"],
         repo_id=names["repo_id"],
-        method=method,
+        method=method.name,
         metrics={METRIC_NAMES[key]: value for key, value in flatten_metrics(metrics).items()},
         dataset_name=names["dataset_name"],
         dataset_id=names["dataset_id"],
@@ -384,27 +302,19 @@ def _write_card(model_dir, method, source, settings, metrics):
 
 
 def _training_setup(method, settings):
-    common = {"image size": settings["image_size"], "batch size": settings["batch_size"], "model": settings["model"]}
-    if method == "trrg":
-        return {
-            "stage": "TRRG stage 2 (clue-enhanced LLM fine-tuning), `cxrgen demo`",
-            "stage 1": f"disease-aware contrastive pre-training, {settings['contrastive_steps']} steps, batch "
-            f"{settings['contrastive_batch_size']} (`tiny` preset)",
-            "steps": settings["max_steps"],
-            "learning rate": "the `tiny` preset's",
-            **common,
-        }
-    return {
-        "stage": "VLCI fine-tuning (no RadCARE pre-training), `cxrgen demo`",
-        "vision backbone": (
-            f"trained first as a classifier of the 14 observations of the training reports "
-            f"({settings['backbone_epochs']} epochs, lr {settings['backbone_learning_rate']}), then frozen"
-        ),
-        "steps": settings["max_steps"],
-        "learning rate": f"{settings['learning_rate']} (linear decay, 30 warm-up steps)",
-        "observation-balanced sampling (power)": settings["balance_power"],
-        **common,
-    }
+    setup = {"recipe": f"`cxrgen demo --model {method.name}`: the demo section of the `{method.demo_preset}` preset"}
+    for entry in settings["stages"]:
+        training = entry["training"]
+        shown = ("max_steps", "num_train_epochs", "per_device_train_batch_size")
+        details = {key: value for key, value in training.items() if key not in shown}
+        details.update({key: entry[key] for key in ("processor", "data") if entry.get(key)})
+        row = f"{find_stage(entry['stage'])[1].summary}, {_amount(training)}"
+        if "per_device_train_batch_size" in training:
+            row += f", batch {training['per_device_train_batch_size']}"
+        setup[entry["title"]] = row + (f"; {json.dumps(details)}" if details else "")
+    setup["image size"] = settings["image_size"]
+    setup["model"] = settings["stages"][-1].get("model") or f"the `{method.demo_preset}` preset's"
+    return setup
 
 
 def per_observation_f1_table(results):
@@ -456,14 +366,14 @@ def _example(records, test_entries):
 
 
 def _results_markdown(summary, table, per_observation):
-    settings = {key: value for key, value in summary["settings"].items() if key != "model"}
+    settings = {key: value for key, value in summary["settings"].items() if key != "stages"}
     lines = [
         "# cxrgen demo results",
         "",
         "Phantom radiographs: a pipeline check, not clinical performance. Research use only.",
         "",
         f"Data: phantom benchmark, {summary['source']} reports, studies {summary['studies']}.",
-        f"Settings: {json.dumps(settings)}; model overrides: {json.dumps(summary['settings']['model'])}.",
+        f"Settings: {json.dumps(settings)}; stages: {json.dumps(summary['settings']['stages'])}.",
         f"Wall time (s): {json.dumps(summary['wall_time_seconds'])}.",
         "",
         _verdict(summary),

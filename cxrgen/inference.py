@@ -1,8 +1,8 @@
 """Report generation from a saved model folder: load the model with its processor, generate reports for studies.
 
 A study is the list of its images (paths, PIL images or arrays), frontal first, as the models were trained.
-CMCRL folders give the report; TRRG folders also give the zero-shot probability of each observation and the
-disease clues that were injected into the language model's prompt.
+Every method's folder gives the report; methods with ``structured_findings`` in the registry (TRRG: the zero-shot
+probability of each observation and the disease clues injected into the language model's prompt) give those too.
 """
 
 from dataclasses import dataclass
@@ -11,15 +11,17 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoProcessor
 
+from cxrgen.methods import METHODS, get_method, resolve
 from cxrgen.modeling import read_model_config
 
-# The stage-2 (report generating) architecture of each method; pre-training checkpoints cannot write reports.
-GENERATORS = {"cmcrl": "CmcrlForConditionalGeneration", "trrg": "TrrgForConditionalGeneration"}
+
+def _class_name(path):
+    return path.partition(":")[2]
 
 
 @dataclass
 class ReportGenerator:
-    """A loaded model folder: the model (in eval mode), its processor and its method ("cmcrl" or "trrg")."""
+    """A loaded model folder: the model (in eval mode), its processor and its method (a name of the registry)."""
 
     model: torch.nn.Module
     processor: object
@@ -28,7 +30,7 @@ class ReportGenerator:
 
 
 def load_generator(folder, device="cpu"):
-    """Load a saved CMCRL or TRRG model folder (config, safetensors weights, processor) for generation.
+    """Load a saved report-generating model folder of a registered method (config, safetensors weights, processor).
 
     Raises:
         FileNotFoundError: the folder or its config.json is missing.
@@ -37,13 +39,16 @@ def load_generator(folder, device="cpu"):
     folder = Path(folder)
     config_path = folder / "config.json"
     config = read_model_config(folder)
-    method = config.get("model_type")
+    model_type = config.get("model_type")
     architectures = config.get("architectures") or []
-    if method not in GENERATORS or GENERATORS[method] not in architectures:
-        expected = " or ".join(f"{name} (model_type {key!r})" for key, name in GENERATORS.items())
+    generators = {resolve(spec.config).model_type: spec for spec in METHODS.values()}
+    method = generators.get(model_type)
+    if method is None or _class_name(method.model) not in architectures:
+        expected = " or ".join(f"{_class_name(spec.model)} (model_type {key!r})" for key, spec in generators.items())
+        first_stages = ", ".join(_class_name(spec.pretraining_model) for spec in METHODS.values())
         raise ValueError(
-            f"{config_path}: model_type {method!r} with architectures {architectures} cannot generate reports; "
-            f"expected {expected}. Pre-training checkpoints (RadCARE, TRRG contrastive) must be fine-tuned first."
+            f"{config_path}: model_type {model_type!r} with architectures {architectures} cannot generate reports; "
+            f"expected {expected}. Pre-training checkpoints ({first_stages}) must be fine-tuned first."
         )
     if not (folder / "processor_config.json").is_file():
         raise ValueError(
@@ -51,7 +56,9 @@ def load_generator(folder, device="cpu"):
         )
     model = AutoModel.from_pretrained(folder).to(device).eval()
     processor = AutoProcessor.from_pretrained(folder)
-    return ReportGenerator(model=model, processor=processor, method=method, folder=folder)
+    if not isinstance(processor, resolve(method.processor)):
+        raise ValueError(f"{folder}: expected a {_class_name(method.processor)}, found a {type(processor).__name__}.")
+    return ReportGenerator(model=model, processor=processor, method=method.name, folder=folder)
 
 
 def generation_kwargs(num_beams=None, max_new_tokens=None):
@@ -79,8 +86,9 @@ def generate_reports(generator, studies, batch_size=16, num_beams=None, max_new_
         num_beams, max_new_tokens: override the model's generation_config when given.
 
     Returns:
-        One dict per study: ``{"report": str}``, plus ``"probabilities"`` ({observation: p}) and ``"clues"``
-        (``[{"observation", "polarity", "probability"}]``) for TRRG.
+        One dict per study: ``{"report": str}``, plus the model's structured findings where the method has them
+        (TRRG: ``"probabilities"`` ({observation: p}) and ``"clues"`` (``[{"observation", "polarity",
+        "probability"}]``)).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
@@ -88,24 +96,26 @@ def generate_reports(generator, studies, batch_size=16, num_beams=None, max_new_
         if not isinstance(study, (list, tuple)) or not study:
             raise ValueError(f"Study {index}: expected a non-empty list of its images, got {study!r}.")
     kwargs = generation_kwargs(num_beams, max_new_tokens)
+    method = get_method(generator.method)
     device = generator.model.device
     results = []
     for start in range(0, len(studies), batch_size):
         batch = [list(study) for study in studies[start : start + batch_size]]
         inputs = generator.processor(images=batch, return_tensors="pt").to(device)
         generated = generator.model.generate(**inputs, **kwargs)
-        if generator.method == "cmcrl":
-            reports = generator.processor.post_process_generation(generated)
-            results.extend({"report": report} for report in reports)
-        else:
+        if method.prompt_in_output:
             reports = generator.processor.post_process_generation(generated, inputs["input_ids"].shape[1])
+        else:
+            reports = generator.processor.post_process_generation(generated)
+        findings = [{}] * len(reports)
+        if method.structured_findings:
             findings = generator.model.structured_findings(inputs["pixel_values"], inputs.get("pixel_mask"))
-            results.extend({"report": report, **found} for report, found in zip(reports, findings))
+        results.extend({"report": report, **found} for report, found in zip(reports, findings))
     return results
 
 
 def format_generation(result):
-    """A human-readable rendering of one :func:`generate_reports` result (report, then TRRG's findings)."""
+    """A human-readable rendering of one :func:`generate_reports` result (the report, then any findings)."""
     lines = [result["report"]]
     if "probabilities" in result:
         lines += ["", "Observation probabilities (zero-shot perception):"]

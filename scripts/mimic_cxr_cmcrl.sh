@@ -30,14 +30,12 @@ cxrgen prepare mimic-cxr --root "$MIMIC_ROOT" --output "$RUN/annotation.json"
 
 # 2. RadCARE pre-training.
 cxrgen train radcare --config "$RUN/radcare.yaml" --data "$RUN/annotation.json" --images "$MIMIC_ROOT" \
-    --output "$RUN/radcare" --learning_rate 5e-4 --weight_decay 1e-2 --num_train_epochs 30 \
-    --per_device_train_batch_size 64 --seed 42 --report_to tensorboard
+    --output "$RUN/radcare" --report_to tensorboard
 
 # 3. VLCI fine-tuning from RadCARE (its processor and vocabulary are reused).
 cxrgen train vlci --config mimic-cxr --init "$RUN/radcare" --data "$RUN/annotation.json" --images "$MIMIC_ROOT" \
-    --output "$RUN/vlci" --learning_rate 1e-5 --weight_decay 5e-5 --lr_scheduler_type constant --num_train_epochs 10 \
-    --per_device_train_batch_size 16 --metric_for_best_model bleu_4 --report_to tensorboard
+    --output "$RUN/vlci" --report_to tensorboard
 
 # 4. Test-split evaluation.
 cxrgen evaluate --model "$RUN/vlci" --data "$RUN/annotation.json" --images "$MIMIC_ROOT" --split test \
-    --num-beams 3 --batch-size 32 --output "$RUN/evaluation-test"
+    --batch-size 32 --output "$RUN/evaluation-test"

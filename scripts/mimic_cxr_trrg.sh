@@ -2,7 +2,8 @@
 # TRRG on MIMIC-CXR: contrastive pre-training, clue-enhanced LoRA fine-tuning of Llama-2-7B-chat, evaluation.
 #
 # RECONSTRUCTED settings (the TRRG paper's details are not public): stage 2 follows R2GenGPT's MIMIC-CXR run
-# (5 epochs, batch 8 per GPU on 4 GPUs, lr 1e-4 cosine, beam 3, up to 120 new tokens); stage 1 is our choice.
+# (batch 8 per GPU on 4 GPUs); stage 1 is our choice. The settings are the mimic-cxr preset
+# (cxrgen/modeling/trrg/presets/mimic-cxr.yaml) over the stage defaults, as in scripts/iu_xray_trrg.sh.
 #
 # Hardware: 4 GPUs with >= 24 GB each for stage 2 as R2GenGPT ran it (launch with
 # `torchrun --nproc_per_node 4 -m cxrgen.cli train trrg ...`, see the README); one such GPU works with 4x the time.
@@ -18,12 +19,10 @@ RUN="${RUN:-runs/mimic-cxr-trrg}"
 cxrgen prepare mimic-cxr --root "$MIMIC_ROOT" --output "$RUN/annotation.json"
 
 cxrgen train trrg-contrastive --config mimic-cxr --data "$RUN/annotation.json" --images "$MIMIC_ROOT" \
-    --output "$RUN/contrastive" --learning_rate 1e-4 --weight_decay 0.05 --num_train_epochs 10 \
-    --per_device_train_batch_size 32 --bf16 true --report_to tensorboard
+    --output "$RUN/contrastive" --bf16 true --report_to tensorboard
 
 cxrgen train trrg --config mimic-cxr --init "$RUN/contrastive" --data "$RUN/annotation.json" --images "$MIMIC_ROOT" \
-    --output "$RUN/trrg" --learning_rate 1e-4 --lr_scheduler_type cosine --num_train_epochs 5 \
-    --per_device_train_batch_size 8 --metric_for_best_model bleu_4 --bf16 true --report_to tensorboard
+    --output "$RUN/trrg" --bf16 true --report_to tensorboard
 
 cxrgen evaluate --model "$RUN/trrg" --data "$RUN/annotation.json" --images "$MIMIC_ROOT" --split test \
     --num-beams 3 --max-new-tokens 120 --batch-size 8 --output "$RUN/evaluation-test"

@@ -20,9 +20,9 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "cxrgen"
 # Lowest first, as in ARCHITECTURE.md: a module may import its own layer and the layers before it. A name covers the
 # module and everything under it; "cxrgen" itself is only the package's __init__ (the lazy public names).
 LAYERS = (
-    ("foundation", ("cxrgen.labels", "cxrgen.labeler", "cxrgen.compat")),
+    ("foundation", ("cxrgen.labels", "cxrgen.labeler", "cxrgen.compat", "cxrgen.methods")),
     ("processing", ("cxrgen.processing",)),
-    ("modeling", ("cxrgen.modeling",)),
+    ("modeling", ("cxrgen.modeling", "cxrgen.presets")),
     ("data", ("cxrgen.data",)),
     ("inference", ("cxrgen.inference",)),
     ("evaluation", ("cxrgen.evaluation",)),
@@ -30,9 +30,10 @@ LAYERS = (
     ("trainers", ("cxrgen.trainers",)),
     ("application", ("cxrgen", "cxrgen.cli", "cxrgen.demo")),
 )
-# Model folders may import these, the standard library and single-dot sibling files. The processing files that travel
+# Model folders may import these (yaml: PyYAML, which transformers depends on, reads the preset files), the standard
+# library and single-dot sibling files. The processing files that travel
 # with a saved model may also use the image libraries transformers' image processors need (numpy, PIL, pydicom).
-MODEL_FOLDER_PACKAGES = {"torch", "transformers"}
+MODEL_FOLDER_PACKAGES = {"torch", "transformers", "yaml"}
 TRAVELLING_PROCESSING_FILES = ("cleaning.py", "image_processing_cxr.py", "processing_cmcrl.py", "processing_trrg.py")
 
 

@@ -6,7 +6,7 @@ import pytest
 from transformers import GPT2Config
 
 import cxrgen
-from cxrgen.modeling.trrg.configuration_trrg import CONTRASTIVE_PRESETS, PRESETS, TrrgConfig, TrrgContrastiveConfig
+from cxrgen.modeling.trrg.configuration_trrg import PRESETS_DIR, TrrgConfig, TrrgContrastiveConfig
 from cxrgen.modeling.trrg.modeling_trrg import TrrgForConditionalGeneration
 from cxrgen.trainers import trrg, trrg_contrastive
 from cxrgen.trainers.common import load_stage_config
@@ -72,7 +72,7 @@ def test_paper_presets_are_the_model_defaults_and_tiny_stages_share_the_vision_t
 
 
 def test_preset_overrides_win_and_leave_the_presets_unchanged():
-    saved = {"stage1": repr(CONTRASTIVE_PRESETS), "stage2": repr(PRESETS)}
+    saved = (PRESETS_DIR / "tiny.yaml").read_text()
     config = TrrgConfig.from_preset("tiny", num_query_tokens=4, image_token_id=5, text_config={"vocab_size": 77})
     assert (config.num_query_tokens, config.image_token_id, config.interaction_hidden_size) == (4, 5, 64)
     # a sub-config mapping is merged into the preset's, unless it names another model_type
@@ -89,7 +89,7 @@ def test_preset_overrides_win_and_leave_the_presets_unchanged():
     assert (stage1.projection_dim, stage1.vision_config.image_size, stage1.vision_config.embed_dim) == (16, 32, 32)
     stage1.vision_config.depths.append(1)
     assert TrrgContrastiveConfig.from_preset("tiny").vision_config.depths == [1, 1]
-    assert {"stage1": repr(CONTRASTIVE_PRESETS), "stage2": repr(PRESETS)} == saved
+    assert (PRESETS_DIR / "tiny.yaml").read_text() == saved
 
 
 @pytest.mark.parametrize("config_class", [TrrgConfig, TrrgContrastiveConfig])

@@ -9,59 +9,11 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from cxrgen.methods import METHODS
 from cxrgen.modeling import read_model_config
 
 TEMPLATE_PATH = Path(__file__).with_name("model_card_template.md")
 BASE_TAGS = ("radiology-report-generation", "chest-x-ray", "medical", "custom_code")
-
-METHODS = {
-    "cmcrl": {
-        "name": "CMCRL",
-        "title": "Cross-Modal Causal Representation Learning for Radiology Report Generation",
-        "summary": (
-            "CMCRL trains in two stages. RadCARE pre-training aligns images and reports with a multiway transformer, "
-            "degradation-aware masked image restoration and four task mixes. VLCI fine-tuning then generates the "
-            "report through a Visual Deconfounding Module and a Linguistic Deconfounding Module, which approximate "
-            "a front-door causal intervention against visual and linguistic biases."
-        ),
-        # Only the first author of the TIP version could be confirmed; BibTeX renders "and others" as "et al.".
-        "citation": """@article{chen2025cmcrl,
-  title     = {Cross-Modal Causal Representation Learning for Radiology Report Generation},
-  author    = {Chen, Weixing and others},
-  journal   = {IEEE Transactions on Image Processing},
-  volume    = {34},
-  pages     = {2970--2985},
-  year      = {2025},
-  doi       = {10.1109/TIP.2025.3568746},
-  eprint    = {2303.09117},
-  archivePrefix = {arXiv}
-}""",
-    },
-    "trrg": {
-        "name": "TRRG",
-        "title": (
-            "TRRG: Towards Truthful Radiology Report Generation With Cross-modal Disease Clue Enhanced Large "
-            "Language Model"
-        ),
-        "summary": (
-            "TRRG trains in two stages. Disease-aware image-sentence contrastive pre-training sharpens the vision "
-            "encoder's perception of disease details. Fine-tuning then feeds a causal language model with visual "
-            "tokens and disease clue embeddings from zero-shot disease perception (clue injection), fused by a "
-            "cross-modal clue interaction module. The paper's full text and code are not public: where the abstract "
-            "leaves a detail open, this implementation takes the simplest design that matches it, as documented in "
-            "the model code."
-        ),
-        "citation": """@inproceedings{wang2025trrg,
-  title     = {{TRRG}: Towards Truthful Radiology Report Generation With Cross-modal Disease Clue Enhanced Large Language Model},
-  author    = {Wang, Yuhao and Hao, Chao and Cui, Yawen and Su, Xinqi and Xie, Weicheng and Tan, Tao and Yu, Zitong},
-  booktitle = {Medical Image Computing and Computer Assisted Intervention -- MICCAI 2025},
-  year      = {2025},
-  doi       = {10.1007/978-3-032-04981-0_61},
-  eprint    = {2408.12141},
-  archivePrefix = {arXiv}
-}""",
-    },
-}
 
 # Hub metric ids for the metrics cxrgen reports; any other name is slugified.
 _METRIC_TYPE_PATTERNS = (
@@ -158,10 +110,10 @@ def build_model_card(
         template_path=str(TEMPLATE_PATH),
         model_name=model_name,
         repo_id=repo_id,
-        method_name=method_info["name"],
-        method_paper_title=method_info["title"],
-        method_summary=method_info["summary"],
-        citation=method_info["citation"],
+        method_name=method_info.display_name,
+        method_paper_title=method_info.card.title,
+        method_summary=method_info.card.summary,
+        citation=method_info.card.citation,
         model_type=model_type,
         architecture=architecture,
         base_model=base_model,

@@ -24,6 +24,7 @@ from cxrgen.data.annotation import read_annotation
 from cxrgen.data.collators import ObservationCollator, split_views
 from cxrgen.evaluation.metrics import compute_ce_metrics
 from cxrgen.labels import CHEXPERT_OBSERVATIONS
+from cxrgen.methods import find_stage
 from cxrgen.trainers.common import (
     ModelFolderCallback,
     build_training_args,
@@ -111,7 +112,9 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
             "augmentation": options["augment"],
         },
     )
-    info = card_info(stage_config, annotation, data, output, "cmcrl", "vision backbone warm-up", setup)
+    info = card_info(
+        stage_config, annotation, data, output, find_stage(STAGE)[0].name, "vision backbone warm-up", setup
+    )
     trainer = Trainer(
         model=model,
         args=args,

@@ -23,7 +23,7 @@ YAML config schema
 ------------------
 Every top-level key is optional; unknown keys are an error::
 
-    preset: tiny            # model preset of the stage's method (CMCRL: iu-xray | mimic-cxr | tiny)
+    preset: tiny            # a preset of the stage's method: a name of cxrgen.presets.list_presets() or a file path
     model: {...}            # model config overrides, e.g. {hidden_size: 64, dropout: 0.2}
     processor: {...}        # how a new processor is built: CMCRL {min_frequency: 3, cleaning_style: iu}
     data: {...}             # data options: CMCRL {augment: true}; VLCI also {balance_power: 0}
@@ -36,7 +36,6 @@ same parser as command-line values, so ``learning_rate: 1e-4`` (a string to YAML
 
 import argparse
 import dataclasses
-import importlib
 import json
 import logging
 import os
@@ -48,17 +47,12 @@ from transformers import HfArgumentParser, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from cxrgen.data.annotation import read_annotation
+from cxrgen.methods import METHODS, find_stage, resolve
 
 logger = logging.getLogger(__name__)
 
-# Stage name -> module exposing `run` (the TRRG modules are cxrgen/trainers/trrg_contrastive.py and trrg.py).
-STAGES = {
-    "backbone": "cxrgen.trainers.backbone",
-    "radcare": "cxrgen.trainers.radcare",
-    "vlci": "cxrgen.trainers.vlci",
-    "trrg-contrastive": "cxrgen.trainers.trrg_contrastive",
-    "trrg": "cxrgen.trainers.trrg",
-}
+# Stage name -> module exposing `run`, as the method registry (cxrgen.methods) names them.
+STAGES = {stage.name: stage.module for method in METHODS.values() for stage in method.stages}
 CONFIG_SECTIONS = ("preset", "model", "processor", "data", "training", "card")
 CARD_KEYS = ("model_name", "repo_id", "dataset_name", "dataset_id", "phantom_data")
 
@@ -81,17 +75,15 @@ METRIC_NAMES = {
 
 def get_stage(name):
     """The ``run`` function of a stage of :data:`STAGES`."""
-    if name not in STAGES:
-        raise ValueError(f"Unknown training stage {name!r}: expected one of {list(STAGES)}.")
+    _, stage = find_stage(name)
     try:
-        module = importlib.import_module(STAGES[name])
+        return resolve(stage.trainer)
     except ModuleNotFoundError as error:
-        if error.name != STAGES[name]:
+        if error.name != stage.module:
             raise
         raise ValueError(
-            f"Training stage {name!r} is not available in this installation ({STAGES[name]} is missing)."
+            f"Training stage {name!r} is not available in this installation ({stage.module} is missing)."
         ) from error
-    return module.run
 
 
 # ----------------------------------------------------------------------------------------------------------------

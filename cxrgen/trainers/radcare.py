@@ -25,6 +25,7 @@ from transformers import Trainer, set_seed
 
 from cxrgen.data.annotation import read_annotation
 from cxrgen.data.collators import PretrainingCollator, TaskSchedule, split_views
+from cxrgen.methods import find_stage
 from cxrgen.trainers.common import (
     ModelFolderCallback,
     build_training_args,
@@ -127,7 +128,7 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
             "augmentation": options["augment"],
         },
     )
-    info = card_info(stage_config, annotation, data, output, "cmcrl", "RadCARE pre-training", setup)
+    info = card_info(stage_config, annotation, data, output, find_stage(STAGE)[0].name, "RadCARE pre-training", setup)
     trainer = RadcareTrainer(
         model=model,
         args=args,

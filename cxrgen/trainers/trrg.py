@@ -48,7 +48,8 @@ from transformers import AutoTokenizer, Seq2SeqTrainingArguments, Trainer, set_s
 from cxrgen.compat import checkpointing_requested
 from cxrgen.data.annotation import read_annotation
 from cxrgen.data.trrg_collators import TrrgCollator
-from cxrgen.modeling.trrg.configuration_trrg import PRESETS as MODEL_PRESETS
+from cxrgen.methods import find_stage
+from cxrgen.modeling.trrg.configuration_trrg import TrrgConfig
 from cxrgen.trainers.common import (
     ModelFolderCallback,
     build_training_args,
@@ -82,34 +83,6 @@ MODEL_KEYS = ("language_model", "vision_encoder", "lora", "load_in_4bit")
 PROCESSOR_KEYS = ("image_size", "max_length", "min_frequency", "prompt")
 LORA_KEYS = ("r", "alpha", "dropout")
 
-_PAPER_MODEL = {
-    "language_model": "meta-llama/Llama-2-7b-chat-hf",
-    "lora": {"r": 16, "alpha": 16, "dropout": 0.1},
-}
-# The TrrgConfig fields come from TrrgConfig's presets; the stage adds the LLM to load, LoRA, processor and training.
-PRESETS = {
-    "tiny": {
-        "model": MODEL_PRESETS["tiny"],
-        "processor": {"max_length": 128, "min_frequency": 1},
-        "training": {
-            "num_train_epochs": 10,
-            "per_device_train_batch_size": 16,
-            "learning_rate": 1e-3,
-            "generation_num_beams": 1,
-            "generation_max_length": 60,
-        },
-    },
-    "iu-xray": {
-        "model": {**MODEL_PRESETS["iu-xray"], **_PAPER_MODEL},
-        "processor": {"max_length": 160},
-        "training": {"num_train_epochs": 15, "generation_num_beams": 3, "generation_max_length": 100},
-    },
-    "mimic-cxr": {
-        "model": {**MODEL_PRESETS["mimic-cxr"], **_PAPER_MODEL},
-        "processor": {"max_length": 200},
-        "training": {"num_train_epochs": 5, "generation_num_beams": 3, "generation_max_length": 120},
-    },
-}
 TRAINING_DEFAULTS = {
     "learning_rate": 1e-4,
     "weight_decay": 0.0,
@@ -191,9 +164,7 @@ class TrrgTrainer(CheckpointReloadMixin, Trainer):
 # ----------------------------------------------------------------------------------------------------------------
 def model_options(stage_config):
     """(TrrgConfig kwargs, extra options {language_model, vision_encoder, lora, load_in_4bit}, processor options)."""
-    from cxrgen.modeling.trrg import TrrgConfig
-
-    base = preset(stage_config.preset or DEFAULT_PRESET, PRESETS)
+    base = preset(STAGE, TrrgConfig, stage_config.preset or DEFAULT_PRESET)
     options = merge_model_options(base["model"], stage_config.model, TrrgConfig, MODEL_KEYS, stage_config.source)
     extra = {key: options.pop(key, None) for key in MODEL_KEYS}
     lora = extra["lora"]
@@ -369,7 +340,7 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
     annotation = read_annotation(data)
     checkpoint = resume_checkpoint(output, resume)
     _, extra, settings = model_options(stage_config)
-    base = preset(stage_config.preset or DEFAULT_PRESET, PRESETS)
+    base = preset(STAGE, TrrgConfig, stage_config.preset or DEFAULT_PRESET)
     args = build_training_args(
         output,
         {**TRAINING_DEFAULTS, **base["training"]},
@@ -433,7 +404,7 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
         annotation,
         data,
         output,
-        "trrg",
+        find_stage(STAGE)[0].name,
         "TRRG clue-enhanced fine-tuning",
         setup,
         initialization=transferred,
@@ -480,7 +451,6 @@ def run(config, data, images, output, resume=False, init=None, trainer_args=()) 
 __all__ = [
     "ADAPTER_DIR",
     "BASE_MODEL_DIR",
-    "PRESETS",
     "TRAINING_DEFAULTS",
     "GeneratedReports",
     "TrrgTrainer",

@@ -24,7 +24,6 @@ ensembled prompt embedding per observation), which is what stage 2's zero-shot h
 with this folder hands both over (see :mod:`cxrgen.trainers.trrg`).
 """
 
-import copy
 import dataclasses
 import logging
 from pathlib import Path
@@ -43,7 +42,9 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 
 from cxrgen.data.annotation import read_annotation
 from cxrgen.data.trrg_collators import TrrgContrastiveCollator, report_sentences
-from cxrgen.modeling.trrg.configuration_trrg import CONTRASTIVE_PRESETS
+from cxrgen.methods import find_stage
+from cxrgen.modeling.trrg.configuration_trrg import TrrgContrastiveConfig, preset_model
+from cxrgen.presets import stage_preset
 from cxrgen.trainers.common import (
     ModelFolderCallback,
     build_training_args,
@@ -62,24 +63,6 @@ logger = logging.getLogger(__name__)
 STAGE = "trrg-contrastive"
 DEFAULT_PRESET = "iu-xray"
 PROMPT_EMBEDS_NAME = "disease_prompt_embeds.safetensors"
-# The model settings are TrrgContrastiveConfig's presets; the stage adds its processor and training settings.
-PRESETS = {
-    "tiny": {
-        "model": CONTRASTIVE_PRESETS["tiny"],
-        "processor": {"max_length": 32, "min_frequency": 1},
-        "training": {"num_train_epochs": 5, "per_device_train_batch_size": 16, "learning_rate": 3e-4},
-    },
-    "iu-xray": {
-        "model": CONTRASTIVE_PRESETS["iu-xray"],
-        "processor": {"max_length": 64, "min_frequency": 3},
-        "training": {"num_train_epochs": 30},
-    },
-    "mimic-cxr": {
-        "model": CONTRASTIVE_PRESETS["mimic-cxr"],
-        "processor": {"max_length": 64, "min_frequency": 3},
-        "training": {"num_train_epochs": 10},
-    },
-}
 TRAINING_DEFAULTS = {
     "learning_rate": 1e-4,
     "weight_decay": 0.05,
@@ -98,11 +81,11 @@ ENCODER_KEYS = ("vision_encoder", "text_encoder")
 PROCESSOR_KEYS = ("image_size", "max_length", "min_frequency")
 
 
-def preset(name, presets):
-    """A deep copy of preset ``name`` of ``presets`` (a clear error for an unknown name)."""
-    if name not in presets:
-        raise ValueError(f"Unknown preset {name!r}: expected one of {sorted(presets)}.")
-    return copy.deepcopy(presets[name])
+def preset(stage, config_class, name):
+    """What preset ``name`` gives ``stage``: ``model`` (the preset's ``config_class`` fields updated by the stage's
+    model options), ``processor`` and ``training`` (stage defaults it overrides)."""
+    settings = {"model": {}, "processor": {}, "training": {}, **stage_preset(stage, name)}
+    return {**settings, "model": {**preset_model(config_class, name), **settings["model"]}}
 
 
 def merge_model_options(base, overrides, config_class, extra_keys, source):
@@ -160,16 +143,16 @@ def build_text_tokenizer(train_reports, prompts, min_frequency, max_length):
 
 def processor_options(stage_config):
     """The preset's ``processor`` options updated by the YAML ``processor`` section."""
-    base = preset(stage_config.preset or DEFAULT_PRESET, PRESETS)
+    base = preset(STAGE, TrrgContrastiveConfig, stage_config.preset or DEFAULT_PRESET)
     return {**base["processor"], **stage_config.section("processor", PROCESSOR_KEYS)}
 
 
 def build_model_and_processor(stage_config, train_reports):
     """The ``TrrgForContrastivePretraining`` and ``CLIPProcessor`` of a fresh run (see the module docstring)."""
-    from cxrgen.modeling.trrg import TrrgContrastiveConfig, TrrgForContrastivePretraining
+    from cxrgen.modeling.trrg import TrrgForContrastivePretraining
     from cxrgen.processing.image_processing_cxr import CxrImageProcessor
 
-    base = preset(stage_config.preset or DEFAULT_PRESET, PRESETS)
+    base = preset(STAGE, TrrgContrastiveConfig, stage_config.preset or DEFAULT_PRESET)
     options = merge_model_options(
         base["model"], stage_config.model, TrrgContrastiveConfig, ENCODER_KEYS, stage_config.source
     )
@@ -276,7 +259,7 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
     stage_config.section("data", ())
     annotation = read_annotation(data)
     checkpoint = resume_checkpoint(output, resume)
-    base = preset(stage_config.preset or DEFAULT_PRESET, PRESETS)
+    base = preset(STAGE, TrrgContrastiveConfig, stage_config.preset or DEFAULT_PRESET)
     args = build_training_args(
         output,
         {**TRAINING_DEFAULTS, **base["training"]},
@@ -314,7 +297,9 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
             "soft targets (same sentence / findings)": model.config.same_findings_positive,
         },
     )
-    info = card_info(stage_config, annotation, data, output, "trrg", "TRRG contrastive pre-training", setup)
+    info = card_info(
+        stage_config, annotation, data, output, find_stage(STAGE)[0].name, "TRRG contrastive pre-training", setup
+    )
     trainer = TrrgContrastiveTrainer(
         model=model,
         args=args,
@@ -343,7 +328,6 @@ def run(config, data, images, output, resume=False, init=None, trainer_args=()) 
 
 
 __all__ = [
-    "PRESETS",
     "PROMPT_EMBEDS_NAME",
     "CheckpointReloadMixin",
     "TRAINING_DEFAULTS",

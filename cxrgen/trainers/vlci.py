@@ -31,6 +31,7 @@ from cxrgen.data.annotation import read_annotation
 from cxrgen.data.collators import StudyCollator
 from cxrgen.data.sampling import WeightedEpochSampler, observation_balance_weights
 from cxrgen.evaluation.report import reference_reports
+from cxrgen.methods import find_stage
 from cxrgen.modeling import read_model_config
 from cxrgen.trainers.common import (
     ModelFolderCallback,
@@ -104,8 +105,10 @@ class VlciTrainer(Seq2SeqTrainer):
 
 def _is_cmcrl_folder(folder):
     """Whether ``folder`` holds a CMCRL model (a RadCARE folder) rather than a vision backbone."""
+    from cxrgen.modeling.cmcrl import CmcrlConfig
+
     try:
-        return read_model_config(folder).get("model_type") == "cmcrl"
+        return read_model_config(folder).get("model_type") == CmcrlConfig.model_type
     except (OSError, ValueError) as error:
         raise ValueError(
             f"--init {folder}: {error} Expected a RadCARE model folder or a vision backbone folder."
@@ -178,7 +181,7 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
         annotation,
         data,
         output,
-        "cmcrl",
+        find_stage(STAGE)[0].name,
         "VLCI fine-tuning",
         setup,
         initialization=initialization,

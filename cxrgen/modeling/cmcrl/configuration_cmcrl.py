@@ -3,6 +3,10 @@
 Self-contained (torch/transformers only) because `save_pretrained` ships it to the Hub as remote code.
 """
 
+import dataclasses
+import os
+from pathlib import Path
+
 from transformers import AutoConfig, PreTrainedConfig
 
 # ResNet-101 C1-C4 (stride 16, 1024 channels), the reference's visual extractor without stage 4.
@@ -13,16 +17,6 @@ RESNET101_C4 = {
     "depths": [3, 4, 23],
     "layer_type": "bottleneck",
     "out_features": ["stage3"],
-}
-
-# A two-stage basic-block ResNet with stride 8, for tests and smoke runs.
-RESNET_TINY = {
-    "model_type": "resnet",
-    "embedding_size": 8,
-    "hidden_sizes": [16, 32],
-    "depths": [1, 1],
-    "layer_type": "basic",
-    "out_features": ["stage2"],
 }
 
 PRETRAINING_TASKS = ("vt2t", "vt2v", "v2v", "t2t")
@@ -41,42 +35,75 @@ CUSTOM_PIPELINES = {
     }
 }
 
-PRESETS = {
-    # The paper's IU-Xray setting: 3+3 layers, two views (frontal, lateral), reports up to 60 tokens.
-    "iu-xray": {
-        "encoder_layers": 3,
-        "decoder_layers": 3,
-        "num_views": 2,
-        "max_report_length": 60,
-    },
-    # The paper's MIMIC-CXR setting: 6+6 layers, one image per study, reports up to 80 tokens.
-    "mimic-cxr": {
-        "encoder_layers": 6,
-        "decoder_layers": 6,
-        "num_views": 1,
-        "max_report_length": 80,
-    },
-    # Every code path at toy size: 32 px images, 4x4 feature grid, 2x2 global grid.
-    "tiny": {
-        "vocab_size": 40,
-        "hidden_size": 32,
-        "num_attention_heads": 4,
-        "intermediate_size": 64,
-        "encoder_layers": 2,
-        "decoder_layers": 2,
-        "image_size": 32,
-        "backbone_stride": 8,
-        "backbone_config": RESNET_TINY,
-        "num_views": 2,
-        "local_top_k": 2,
-        "global_num_heads": 2,
-        "global_head_dim": 8,
-        "ldm_intermediate_size": 64,
-        "max_report_length": 16,
-        "max_position_embeddings": 64,
-        "pretraining_max_length": 24,
-    },
-}
+# Named settings (`from_preset`) are YAML files in presets/ next to this file. They ship with the cxrgen package and
+# are not copied with a model folder's remote code, which never needs them: a saved config loads from config.json.
+PRESETS_DIR = Path(__file__).with_name("presets")
+PRESET_KEYS = ("description", "models", "stages", "demo")
+PRESET_FAMILY = "CMCRL"
+
+
+def preset_names() -> list[str]:
+    """The names of the presets in `PRESETS_DIR` (none where this file runs as remote code)."""
+    return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
+
+
+def read_preset(name_or_path: str | os.PathLike) -> tuple[Path, dict]:
+    """The file of a preset (a name of `PRESETS_DIR`, or a path to a YAML file) and its content, whose top-level keys
+    and `models` sections (fields of this folder's configs) are checked.
+
+    Kept identical in every model folder (tests/test_model_folder_copies.py): model folders run as remote code and
+    cannot share a module.
+    """
+    if isinstance(name_or_path, os.PathLike) or str(name_or_path).endswith((".yaml", ".yml")):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise ValueError(f"{path}: no such preset file.")
+    elif not PRESETS_DIR.is_dir():
+        raise ValueError(
+            f"{PRESET_FAMILY} preset {name_or_path!r}: presets ship with the cxrgen package (pip install cxrgen) and this copy of "
+            f"{Path(__file__).name} has none next to it (remote code). Saved configs load without them; build a new "
+            "one from its fields or from a preset file's path."
+        )
+    elif name_or_path not in preset_names():
+        raise ValueError(f"Unknown {PRESET_FAMILY} preset {name_or_path!r}: expected one of {preset_names()}")
+    else:
+        path = PRESETS_DIR / f"{name_or_path}.yaml"
+    import yaml  # a dependency of transformers; imported here because only preset files need it
+
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"{path}: cannot read the preset ({error}).") from error
+    if not isinstance(document, dict):
+        raise ValueError(f"{path}: expected a mapping with keys among {list(PRESET_KEYS)}.")
+    unknown = sorted(set(document) - set(PRESET_KEYS))
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; expected some of {list(PRESET_KEYS)}.")
+    if not isinstance(document.get("description"), str) or not document["description"].strip():
+        raise ValueError(f"{path}: 'description' must say in a line what the preset is.")
+    configs = {config.model_type: config for config in PRESET_CONFIGS}
+    models = document.get("models", {})
+    if not isinstance(models, dict) or set(models) - set(configs):
+        raise ValueError(f"{path}: 'models' maps model types among {list(configs)} to config fields, got {models!r}.")
+    for model_type, values in models.items():
+        name = configs[model_type].__name__
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: models.{model_type} must map {name} fields to values, got {values!r}.")
+        unknown = sorted(set(values) - {field.name for field in dataclasses.fields(configs[model_type])})
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {unknown} in models.{model_type}; expected {name} fields.")
+    return path, document
+
+
+def preset_model(config_class: type, name_or_path: str | os.PathLike) -> dict:
+    """The `models.<model_type>` section of a preset: the fields it sets on `config_class`."""
+    path, document = read_preset(name_or_path)
+    models = document.get("models", {})
+    if config_class.model_type not in models:
+        raise ValueError(
+            f"{path}: the preset has no models.{config_class.model_type} ({config_class.__name__} fields)."
+        )
+    return models[config_class.model_type]
 
 
 def sub_config(value: dict | PreTrainedConfig | None, default: dict) -> PreTrainedConfig:
@@ -95,7 +122,7 @@ class CmcrlConfig(PreTrainedConfig):
     r"""Configuration of the CMCRL models (`CmcrlForPreTraining`, `CmcrlForConditionalGeneration`).
 
     Defaults are the paper's sizes (width 512, 8 heads, FFN 2048, ResNet-101 C1-C4 at 224 px). Use
-    `CmcrlConfig.from_preset("iu-xray" | "mimic-cxr" | "tiny", **overrides)` for the named settings.
+    `CmcrlConfig.from_preset("iu-xray" | "mimic-cxr" | "tiny", **overrides)` for the named settings (`preset_names()`).
 
     Token ids follow the report tokenizer of this package: [PAD]=0, [BOS]=1, [EOS]=2, [UNK]=3, and generation
     starts from [BOS].
@@ -210,11 +237,13 @@ class CmcrlConfig(PreTrainedConfig):
         return (self.grid_size - 1) // 2 + 1
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> "CmcrlConfig":
-        """Build a named configuration ("iu-xray", "mimic-cxr", "tiny"); keyword overrides win."""
-        if name not in PRESETS:
-            raise ValueError(f"Unknown CMCRL preset {name!r}: expected one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+    def from_preset(cls, name_or_path: str | os.PathLike, **overrides) -> "CmcrlConfig":
+        """Build the configuration of a preset (a name of `preset_names()`, e.g. "iu-xray", "mimic-cxr", "tiny", or a
+        preset file's path); keyword overrides win."""
+        return cls(**{**preset_model(cls, name_or_path), **overrides})
 
 
-__all__ = ["CmcrlConfig", "PRETRAINING_TASKS", "PRESETS"]
+# The configs whose fields a preset's `models` section sets, by model type.
+PRESET_CONFIGS = (CmcrlConfig,)
+
+__all__ = ["CmcrlConfig", "PRESETS_DIR", "PRETRAINING_TASKS", "preset_names", "read_preset"]

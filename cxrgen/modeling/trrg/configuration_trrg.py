@@ -4,6 +4,9 @@ Self-contained (torch/transformers only) because `save_pretrained` copies this f
 """
 
 import copy
+import dataclasses
+import os
+from pathlib import Path
 
 from transformers import AutoConfig, PreTrainedConfig
 
@@ -39,57 +42,76 @@ DEFAULT_OBSERVATION_PROMPTS = {
 # Swin-B/4 window 7 at 224 px (R2GenGPT's encoder): 7x7 patch tokens of width 1024.
 SWIN_BASE = {"model_type": "swin", "embed_dim": 128, "depths": [2, 2, 18, 2], "num_heads": [4, 8, 16, 32]}
 
-# Stage 2's `tiny` preset takes this vision tower over from a stage-1 folder, so both stages share one config.
-TINY_VISION_CONFIG = {
-    "model_type": "swin",
-    "image_size": 64,
-    "patch_size": 8,
-    "embed_dim": 32,
-    "depths": [1, 1],
-    "num_heads": [2, 4],
-    "window_size": 4,
-}
-# Named model settings of the two stages (`from_preset`). "tiny" is a few-minute CPU model for pipeline checks;
-# "iu-xray" and "mimic-cxr" are the model defaults (Swin-B at 224 px; a BERT-base text tower at stage 1, transformers'
-# default Llama, 7B-sized, at stage 2), the datasets differing only in training settings. Sizes that come from a
-# tokenizer (vocab_size, pad/bos/eos and the <image>/<clue> token ids) are the caller's overrides.
-CONTRASTIVE_PRESETS = {
-    "tiny": {
-        "vision_config": TINY_VISION_CONFIG,
-        "text_config": {
-            "model_type": "bert",
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "intermediate_size": 128,
-            "max_position_embeddings": 64,
-        },
-        "projection_dim": 32,
-    },
-    "iu-xray": {},
-    "mimic-cxr": {},
-}
-PRESETS = {
-    "tiny": {
-        "vision_config": TINY_VISION_CONFIG,
-        "text_config": {
-            "model_type": "llama",
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 256,
-        },
-        "projection_dim": 32,
-        "num_query_tokens": 8,
-        "interaction_hidden_size": 64,
-        "interaction_layers": 1,
-        "interaction_heads": 4,
-    },
-    "iu-xray": {},
-    "mimic-cxr": {},
-}
+# Named settings (`from_preset`) are YAML files in presets/ next to this file. They ship with the cxrgen package and
+# are not copied with a model folder's remote code, which never needs them: a saved config loads from config.json.
+PRESETS_DIR = Path(__file__).with_name("presets")
+PRESET_KEYS = ("description", "models", "stages", "demo")
+PRESET_FAMILY = "TRRG"
+
+
+def preset_names() -> list[str]:
+    """The names of the presets in `PRESETS_DIR` (none where this file runs as remote code)."""
+    return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
+
+
+def read_preset(name_or_path: str | os.PathLike) -> tuple[Path, dict]:
+    """The file of a preset (a name of `PRESETS_DIR`, or a path to a YAML file) and its content, whose top-level keys
+    and `models` sections (fields of this folder's configs) are checked.
+
+    Kept identical in every model folder (tests/test_model_folder_copies.py): model folders run as remote code and
+    cannot share a module.
+    """
+    if isinstance(name_or_path, os.PathLike) or str(name_or_path).endswith((".yaml", ".yml")):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise ValueError(f"{path}: no such preset file.")
+    elif not PRESETS_DIR.is_dir():
+        raise ValueError(
+            f"{PRESET_FAMILY} preset {name_or_path!r}: presets ship with the cxrgen package (pip install cxrgen) and this copy of "
+            f"{Path(__file__).name} has none next to it (remote code). Saved configs load without them; build a new "
+            "one from its fields or from a preset file's path."
+        )
+    elif name_or_path not in preset_names():
+        raise ValueError(f"Unknown {PRESET_FAMILY} preset {name_or_path!r}: expected one of {preset_names()}")
+    else:
+        path = PRESETS_DIR / f"{name_or_path}.yaml"
+    import yaml  # a dependency of transformers; imported here because only preset files need it
+
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"{path}: cannot read the preset ({error}).") from error
+    if not isinstance(document, dict):
+        raise ValueError(f"{path}: expected a mapping with keys among {list(PRESET_KEYS)}.")
+    unknown = sorted(set(document) - set(PRESET_KEYS))
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; expected some of {list(PRESET_KEYS)}.")
+    if not isinstance(document.get("description"), str) or not document["description"].strip():
+        raise ValueError(f"{path}: 'description' must say in a line what the preset is.")
+    configs = {config.model_type: config for config in PRESET_CONFIGS}
+    models = document.get("models", {})
+    if not isinstance(models, dict) or set(models) - set(configs):
+        raise ValueError(f"{path}: 'models' maps model types among {list(configs)} to config fields, got {models!r}.")
+    for model_type, values in models.items():
+        name = configs[model_type].__name__
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: models.{model_type} must map {name} fields to values, got {values!r}.")
+        unknown = sorted(set(values) - {field.name for field in dataclasses.fields(configs[model_type])})
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {unknown} in models.{model_type}; expected {name} fields.")
+    return path, document
+
+
+def preset_model(config_class: type, name_or_path: str | os.PathLike) -> dict:
+    """The `models.<model_type>` section of a preset: the fields it sets on `config_class`."""
+    path, document = read_preset(name_or_path)
+    models = document.get("models", {})
+    if config_class.model_type not in models:
+        raise ValueError(
+            f"{path}: the preset has no models.{config_class.model_type} ({config_class.__name__} fields)."
+        )
+    return models[config_class.model_type]
+
 
 CLUE_SELECTIONS = ("threshold", "topk", "all")
 MULTI_VIEW_FUSIONS = ("concat", "mean")
@@ -107,12 +129,10 @@ def sub_config(value: dict | PreTrainedConfig | None, default: dict) -> PreTrain
     return AutoConfig.for_model(kwargs.pop("model_type", default["model_type"]), **kwargs)
 
 
-def preset_values(presets: dict, name: str, overrides: dict, owner: str) -> dict:
-    """Config kwargs of preset `name` updated by `overrides`: a sub-config mapping is merged into the preset's unless
-    it names another `model_type`; any other override (a config object included) replaces the preset's value."""
-    if name not in presets:
-        raise ValueError(f"Unknown {owner} preset {name!r}: expected one of {sorted(presets)}")
-    values = copy.deepcopy(presets[name])
+def preset_values(config_class: type, name_or_path: str | os.PathLike, overrides: dict) -> dict:
+    """Config kwargs of a preset updated by `overrides`: a sub-config mapping is merged into the preset's unless it
+    names another `model_type`; any other override (a config object included) replaces the preset's value."""
+    values = copy.deepcopy(preset_model(config_class, name_or_path))
     for key, value in overrides.items():
         previous = values.get(key)
         if (
@@ -182,10 +202,11 @@ class TrrgContrastiveConfig(PreTrainedConfig):
             )
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> "TrrgContrastiveConfig":
-        """Build a named configuration ("tiny", "iu-xray", "mimic-cxr"; see `CONTRASTIVE_PRESETS`); keyword
-        overrides win (a `vision_config` / `text_config` mapping is merged into the preset's)."""
-        return cls(**preset_values(CONTRASTIVE_PRESETS, name, overrides, "TRRG contrastive"))
+    def from_preset(cls, name_or_path: str | os.PathLike, **overrides) -> "TrrgContrastiveConfig":
+        """Build the configuration of a preset (a name of `preset_names()`, e.g. "tiny", "iu-xray", "mimic-cxr", or a
+        preset file's path); keyword overrides win (a `vision_config` / `text_config` mapping is merged into the
+        preset's)."""
+        return cls(**preset_values(cls, name_or_path, overrides))
 
     def disease_prompts(self):
         """Return, per observation, the lists of positive and negative prompt sentences."""
@@ -269,11 +290,12 @@ class TrrgConfig(PreTrainedConfig):
             raise ValueError(f"TrrgConfig.disease_loss_weight must be >= 0, got {self.disease_loss_weight}")
 
     @classmethod
-    def from_preset(cls, name: str, **overrides) -> "TrrgConfig":
-        """Build a named configuration ("tiny", "iu-xray", "mimic-cxr"; see `PRESETS`); keyword overrides win (a
-        `vision_config` / `text_config` mapping is merged into the preset's). Pass the tokenizer's `image_token_id`,
-        `clue_token_id` and the LLM's `vocab_size` / special token ids (in `text_config`) as overrides."""
-        return cls(**preset_values(PRESETS, name, overrides, "TRRG"))
+    def from_preset(cls, name_or_path: str | os.PathLike, **overrides) -> "TrrgConfig":
+        """Build the configuration of a preset (a name of `preset_names()`, e.g. "tiny", "iu-xray", "mimic-cxr", or a
+        preset file's path); keyword overrides win (a `vision_config` / `text_config` mapping is merged into the
+        preset's). Pass the tokenizer's `image_token_id`, `clue_token_id` and the LLM's `vocab_size` / special token
+        ids (in `text_config`) as overrides."""
+        return cls(**preset_values(cls, name_or_path, overrides))
 
     def thresholds(self):
         """Per-observation clue thresholds (a single `clue_threshold` applies to every observation)."""
@@ -292,11 +314,14 @@ class TrrgConfig(PreTrainedConfig):
         return self.clue_top_k if self.clue_selection == "topk" else len(self.observation_names)
 
 
+# The configs whose fields a preset's `models` section sets, by model type.
+PRESET_CONFIGS = (TrrgContrastiveConfig, TrrgConfig)
+
 __all__ = [
     "CHEXPERT_OBSERVATIONS",
-    "CONTRASTIVE_PRESETS",
-    "PRESETS",
-    "TINY_VISION_CONFIG",
+    "PRESETS_DIR",
     "TrrgConfig",
     "TrrgContrastiveConfig",
+    "preset_names",
+    "read_preset",
 ]

@@ -1,0 +1,105 @@
+"""The presets of each method: one YAML file per preset in its model folder's ``presets/`` (e.g.
+``cxrgen/modeling/cmcrl/presets/tiny.yaml``), shipped as package data.
+
+A preset file holds a one-line ``description`` and, each optional:
+
+- ``models``: per model type, the config fields that ``<Config>.from_preset`` sets (``cmcrl``; ``trrg`` and
+  ``trrg_contrastive``);
+- ``stages``: per training stage, what ``cxrgen train <stage>`` adds to them (the sections of
+  :attr:`cxrgen.methods.Stage.preset_sections`: stage-only model options, processor options, training defaults);
+- ``demo``: in the method's demo preset (:attr:`cxrgen.methods.Method.demo_preset`), the ``cxrgen demo`` recipe:
+  ``image_size``, ``num_beams`` and ``stages``, a list of stage configs (``stage``, ``title``, ``folder`` for all
+  but the last, and ``model`` / ``processor`` / ``data`` / ``training`` sections) run in order (see
+  :func:`cxrgen.demo.run_demo`).
+
+Unknown keys are an error naming the file. The model folder's configuration module reads the files (so
+``from_preset`` needs nothing of this package) and checks ``models``; this module checks ``stages`` and ``demo``
+against the method registry.
+"""
+
+import copy
+import importlib
+import os
+
+from cxrgen.methods import METHODS, find_stage, get_method
+
+DEMO_KEYS = ("image_size", "num_beams", "stages")
+DEMO_STAGE_KEYS = ("stage", "title", "folder", "model", "processor", "data", "training")
+
+
+def _reader(method: str):
+    # The configuration module of the method's model folder, which holds the files and their reader.
+    return importlib.import_module(get_method(method).config.partition(":")[0])
+
+
+def list_presets(method: str | None = None) -> list[str] | dict[str, list[str]]:
+    """The preset names of ``method``, or of every method as ``{method: names}`` when it is None."""
+    if method is None:
+        return {name: list_presets(name) for name in METHODS}
+    return _reader(method).preset_names()
+
+
+def load_preset(method: str, name_or_path: str | os.PathLike) -> dict:
+    """The checked content of a preset of ``method``: a name of :func:`list_presets` or a YAML file's path.
+
+    Raises:
+        ValueError: an unknown name (the message lists the names), or a file that does not follow the schema of
+            this module's docstring (the message names the file and the key).
+    """
+    spec = get_method(method)
+    path, document = _reader(method).read_preset(name_or_path)
+    stages = {stage.name: stage for stage in spec.stages}
+    settings = document.get("stages", {})
+    if not isinstance(settings, dict) or set(settings) - set(stages):
+        raise ValueError(f"{path}: 'stages' maps stages among {list(stages)} to their settings, got {settings!r}.")
+    for name, sections in settings.items():
+        _check_mapping(sections, stages[name].preset_sections, f"{path}: stages.{name}")
+    if "demo" in document:
+        _check_demo(document["demo"], stages, path)
+    return document
+
+
+def stage_preset(stage: str, name_or_path: str | os.PathLike) -> dict:
+    """What a preset gives training stage ``stage``: ``{section: mapping}`` for each of its ``preset_sections``
+    (empty where the preset sets none), a copy the caller may change."""
+    method, spec = find_stage(stage)
+    settings = load_preset(method.name, name_or_path).get("stages", {}).get(stage, {})
+    return {section: copy.deepcopy(settings.get(section, {})) for section in spec.preset_sections}
+
+
+def _check_mapping(values, allowed, where):
+    if not isinstance(values, dict):
+        raise ValueError(f"{where} must be a mapping with keys among {list(allowed)}, got {values!r}.")
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; expected some of {list(allowed)}.")
+    for key in set(values) & {"model", "processor", "data", "training"}:
+        if not isinstance(values[key], dict):
+            raise ValueError(f"{where}.{key} must be a mapping, got {values[key]!r}.")
+
+
+def _check_demo(demo, stages, path):
+    _check_mapping(demo, DEMO_KEYS, f"{path}: demo")
+    missing = [key for key in DEMO_KEYS if key not in demo]
+    if missing:
+        raise ValueError(f"{path}: demo needs {missing}.")
+    for key in ("image_size", "num_beams"):
+        if isinstance(demo[key], bool) or not isinstance(demo[key], int) or demo[key] < 1:
+            raise ValueError(f"{path}: demo.{key} must be a positive integer, got {demo[key]!r}.")
+    entries = demo["stages"]
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: demo.stages must be a non-empty list of stage configs, got {entries!r}.")
+    for index, entry in enumerate(entries):
+        where = f"{path}: demo.stages[{index}]"
+        _check_mapping(entry, DEMO_STAGE_KEYS, where)
+        if entry.get("stage") not in stages:
+            raise ValueError(f"{where}.stage must be one of {list(stages)}, got {entry.get('stage')!r}.")
+        if not isinstance(entry.get("title"), str):
+            raise ValueError(f"{where}.title must say what the stage trains, got {entry.get('title')!r}.")
+        # Every stage but the last writes a folder of its own; the last one writes the model folder.
+        last = index == len(entries) - 1
+        if last == ("folder" in entry) or not (last or isinstance(entry["folder"], str)):
+            raise ValueError(f"{where}: every stage but the last needs a 'folder' name; the last writes 'model'.")
+
+
+__all__ = ["list_presets", "load_preset", "stage_preset"]
