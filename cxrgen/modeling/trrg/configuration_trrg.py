@@ -208,7 +208,7 @@ class TrrgContrastiveConfig(PreTrainedConfig):
         preset's)."""
         return cls(**preset_values(cls, name_or_path, overrides))
 
-    def disease_prompts(self):
+    def disease_prompts(self) -> list[tuple[list[str], list[str]]]:
         """Return, per observation, the lists of positive and negative prompt sentences."""
         prompts = []
         for name in self.observation_names:
@@ -297,7 +297,7 @@ class TrrgConfig(PreTrainedConfig):
         ids (in `text_config`) as overrides."""
         return cls(**preset_values(cls, name_or_path, overrides))
 
-    def thresholds(self):
+    def thresholds(self) -> list[float]:
         """Per-observation clue thresholds (a single `clue_threshold` applies to every observation)."""
         if isinstance(self.clue_threshold, (int, float)):
             return [float(self.clue_threshold)] * len(self.observation_names)
@@ -309,7 +309,7 @@ class TrrgConfig(PreTrainedConfig):
         return thresholds
 
     @property
-    def num_clue_tokens(self):
+    def num_clue_tokens(self) -> int:
         """Number of `<clue>` placeholders a prompt carries (the clue slots)."""
         return self.clue_top_k if self.clue_selection == "topk" else len(self.observation_names)
 

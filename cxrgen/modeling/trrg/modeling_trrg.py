@@ -51,6 +51,7 @@ import copy
 import functools
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -60,9 +61,11 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoTokenizer,
+    Cache,
     GenerationMixin,
     PreTrainedConfig,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
 )
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -158,7 +161,13 @@ def _zero_shot_logits(study_embeds, prompt_embeds, logit_scale):
     return sims[..., 0] - sims[..., 1]
 
 
-def sample_report_sentences(sentences, sentence_labels, finding_weight, num_samples=1, generator=None):
+def sample_report_sentences(
+    sentences: Sequence[str],
+    sentence_labels: Sequence[Sequence[int]],
+    finding_weight: float,
+    num_samples: int = 1,
+    generator: torch.Generator | None = None,
+) -> list[int]:
     """Draw `num_samples` sentence indices without replacement, favouring sentences that mention a finding.
 
     `sentence_labels[i]` are the 14 four-way codes of sentence i (observation 0 is "No Finding"); a sentence with a
@@ -178,7 +187,11 @@ def sample_report_sentences(sentences, sentence_labels, finding_weight, num_samp
     return torch.multinomial(weights, num_samples, replacement=False, generator=generator).tolist()
 
 
-def contrastive_soft_targets(input_ids, attention_mask=None, finding_labels=None):
+def contrastive_soft_targets(
+    input_ids: torch.LongTensor,
+    attention_mask: torch.Tensor | None = None,
+    finding_labels: torch.LongTensor | None = None,
+) -> torch.FloatTensor:
     """Row-normalised (B, B) targets: a pair is positive if same index, same sentence or same non-empty findings."""
     ids = input_ids if attention_mask is None else input_ids.masked_fill(attention_mask == 0, -1)
     positive = (ids[:, None, :] == ids[None, :, :]).all(-1)
@@ -193,7 +206,7 @@ def contrastive_soft_targets(input_ids, attention_mask=None, finding_labels=None
     return positive / positive.sum(-1, keepdim=True)
 
 
-def soft_contrastive_loss(logits_per_image, targets):
+def soft_contrastive_loss(logits_per_image: torch.FloatTensor, targets: torch.FloatTensor) -> torch.FloatTensor:
     """Symmetric soft-target InfoNCE (targets built symmetric, so the text side uses the same matrix)."""
     image_loss = -(targets * logits_per_image.log_softmax(-1)).sum(-1).mean()
     text_loss = -(targets * logits_per_image.t().log_softmax(-1)).sum(-1).mean()
@@ -239,13 +252,20 @@ class TrrgForContrastivePretraining(TrrgContrastivePreTrainedModel):
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
         self.post_init()
 
-    def get_image_features(self, pixel_values, pixel_mask=None):
+    def get_image_features(
+        self, pixel_values: torch.FloatTensor, pixel_mask: torch.Tensor | None = None
+    ) -> torch.FloatTensor:
         """Normalised study embeddings (B, P) from (B, V, C, H, W) pixels (views averaged) or (B, C, H, W)."""
         pixel_values, view_mask = _check_pixel_inputs(pixel_values, pixel_mask)
         _, glob = _encode_views(self.vision_model, pixel_values, view_mask)
         return _study_embedding(self.visual_projection(glob), view_mask)
 
-    def get_text_features(self, input_ids, attention_mask=None, token_type_ids=None):
+    def get_text_features(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+    ) -> torch.FloatTensor:
         """Normalised sentence embeddings (B, P) from the text encoder's first ([CLS]) token."""
         kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         hidden = self.text_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
@@ -253,15 +273,15 @@ class TrrgForContrastivePretraining(TrrgContrastivePreTrainedModel):
 
     def forward(
         self,
-        pixel_values=None,
-        input_ids=None,
-        attention_mask=None,
-        pixel_mask=None,
-        token_type_ids=None,
-        finding_labels=None,
-        return_loss=True,
+        pixel_values: torch.FloatTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        finding_labels: torch.LongTensor | None = None,
+        return_loss: bool = True,
         **kwargs,
-    ):
+    ) -> TrrgContrastiveOutput:
         """Contrast each study with its sampled sentence; `finding_labels` (B, 14) are the sentences' label codes."""
         if pixel_values is None or input_ids is None:
             raise ValueError("TrrgForContrastivePretraining needs both pixel_values and input_ids")
@@ -286,7 +306,7 @@ class TrrgForContrastivePretraining(TrrgContrastivePreTrainedModel):
         )
 
     @torch.no_grad()
-    def encode_disease_prompts(self, tokenizer):
+    def encode_disease_prompts(self, tokenizer: PreTrainedTokenizerBase) -> torch.FloatTensor:
         """Ensembled prompt embeddings (D, 2, P): index 0 positive, 1 negative, for each observation."""
         embeds = []
         for positives, negatives in self.config.disease_prompts():
@@ -301,7 +321,13 @@ class TrrgForContrastivePretraining(TrrgContrastivePreTrainedModel):
         return torch.stack(embeds)
 
     @torch.no_grad()
-    def zero_shot(self, pixel_values, tokenizer=None, pixel_mask=None, prompt_embeds=None):
+    def zero_shot(
+        self,
+        pixel_values: torch.FloatTensor,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        prompt_embeds: torch.FloatTensor | None = None,
+    ) -> torch.FloatTensor:
         """Probability (B, D) of each observation for an image or a multi-view study."""
         if prompt_embeds is None:
             if tokenizer is None:
@@ -365,7 +391,8 @@ class TrrgProjector(nn.Module):
         self.fc2 = nn.Linear(hidden, hidden)
         self.norm = nn.LayerNorm(hidden)
 
-    def forward(self, features):
+    def forward(self, features: torch.FloatTensor) -> torch.FloatTensor:
+        """(..., Dv) vision tokens -> (..., H) tokens of the interaction width."""
         return self.norm(self.fc2(self.act(self.fc1(features))))
 
 
@@ -378,7 +405,7 @@ class TrrgZeroShotHead(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(_CLIP_LOGIT_SCALE))
         self.register_buffer("prompt_embeds", torch.zeros(len(config.observation_names), 2, config.projection_dim))
 
-    def forward(self, global_tokens, view_mask):
+    def forward(self, global_tokens: torch.FloatTensor, view_mask: torch.BoolTensor) -> torch.FloatTensor:
         """(B, V, Dv) global view tokens -> (B, D) log-odds of each observation."""
         study = _study_embedding(self.visual_projection(global_tokens), view_mask)
         return _zero_shot_logits(study, self.prompt_embeds, self.logit_scale)
@@ -401,7 +428,11 @@ class TrrgClueInjector(nn.Module):
         # fills the unused clue slots of the LLM prompt, so it lives in the LLM's embedding space
         self.null_clue = nn.Parameter(torch.zeros(config.text_config.hidden_size))
 
-    def forward(self, probs, prompt_embeds):
+    def forward(
+        self, probs: torch.FloatTensor, prompt_embeds: torch.FloatTensor
+    ) -> tuple[torch.FloatTensor, torch.LongTensor, torch.LongTensor, torch.BoolTensor]:
+        """(B, D) probabilities, (D, 2, P) prompt embeddings -> clues (B, S, H), then the observation index,
+        polarity (1 = positive) and selection mask of each slot, all (B, S)."""
         positive = probs >= torch.tensor(self.thresholds, dtype=probs.dtype, device=probs.device)
         selected = positive if self.selection == "threshold" else torch.ones_like(positive)
         # most probable first; unselected observations sort behind every selected one
@@ -419,7 +450,7 @@ class TrrgClueInjector(nn.Module):
 class TrrgInteractionLayer(nn.Module):
     """Clues <- visual memory, then queries <- [visual memory ; clues]; pre-LN residual blocks with FFNs."""
 
-    def __init__(self, hidden, heads, dropout):
+    def __init__(self, hidden: int, heads: int, dropout: float):
         super().__init__()
         self.memory_norm = nn.LayerNorm(hidden)
         self.clue_norm = nn.LayerNorm(hidden)
@@ -432,7 +463,16 @@ class TrrgInteractionLayer(nn.Module):
         self.query_ffn_norm = nn.LayerNorm(hidden)
         self.query_ffn = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden))
 
-    def forward(self, queries, clues, memory, memory_padding, clue_padding):
+    def forward(
+        self,
+        queries: torch.FloatTensor,
+        clues: torch.FloatTensor,
+        memory: torch.FloatTensor,
+        memory_padding: torch.BoolTensor,
+        clue_padding: torch.BoolTensor,
+    ) -> tuple[torch.FloatTensor, torch.FloatTensor]:
+        """(B, Q, H) queries, (B, S, H) clues, (B, M, H) visual memory and the (B, M) / (B, S) padding masks
+        (True = ignored) -> updated (B, Q, H) queries and (B, S, H) clues."""
         memory = self.memory_norm(memory)
         normed = self.clue_norm(clues)
         clues = (
@@ -466,7 +506,13 @@ class TrrgClueInteraction(nn.Module):
         self.clue_out_norm = nn.LayerNorm(hidden)
         self.language_projection = nn.Linear(hidden, config.text_config.hidden_size)
 
-    def forward(self, clues, memory, memory_padding, clue_padding):
+    def forward(
+        self,
+        clues: torch.FloatTensor,
+        memory: torch.FloatTensor,
+        memory_padding: torch.BoolTensor,
+        clue_padding: torch.BoolTensor,
+    ) -> tuple[torch.FloatTensor, torch.FloatTensor, torch.FloatTensor]:
         """Returns the queries in interaction width, and queries and clues projected to the LLM width."""
         queries = self.queries[None].expand(memory.shape[0], -1, -1).to(memory.dtype)
         for layer in self.layers:
@@ -486,14 +532,14 @@ class TrrgPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_attention_backend = True
 
-    def enable_input_require_grads(self):
+    def enable_input_require_grads(self) -> None:
         """Mark the LLM's token embeddings as requiring grad (for frozen-base training with checkpointing).
 
         The generic version hooks every sub-model's input embeddings and fails on vision towers whose patch
         embedding returns a tuple (Swin); the visual and clue embeddings come from trainable modules anyway.
         """
 
-        def require_grads(module, inputs, output):
+        def require_grads(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             output.requires_grad_(True)
 
         self._require_grads_hooks = [self.get_input_embeddings().register_forward_hook(require_grads)]
@@ -532,7 +578,8 @@ class TrrgModel(TrrgPreTrainedModel):
             self.zero_shot_head.requires_grad_(False)
         self.post_init()
 
-    def train(self, mode: bool = True):
+    def train(self, mode: bool = True) -> "TrrgModel":
+        """`nn.Module.train`, keeping the zero-shot head frozen when `config.freeze_zero_shot_head` is set."""
         # from_pretrained re-creates parameters with requires_grad=True and ends with eval(): re-freezing here keeps
         # the head frozen in loaded models too, before any optimizer collects their parameters.
         super().train(mode)
@@ -540,10 +587,10 @@ class TrrgModel(TrrgPreTrainedModel):
             self.zero_shot_head.requires_grad_(False)
         return self
 
-    def get_input_embeddings(self):
+    def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 
-    def set_input_embeddings(self, value):
+    def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
     def get_image_features(
@@ -618,16 +665,18 @@ class TrrgModel(TrrgPreTrainedModel):
     @accepts_either_cache_name
     def forward(
         self,
-        input_ids=None,
-        pixel_values=None,
-        pixel_mask=None,
-        attention_mask=None,
-        position_ids=None,
-        cache=None,
-        inputs_embeds=None,
-        use_cache=None,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
         **kwargs,
-    ):
+    ) -> TrrgModelOutputWithPast | tuple:
+        """LLM hidden states for the prompt with the image features scattered into its placeholders (when
+        `pixel_values` are given), plus the perception of those images."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -743,13 +792,13 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
         suppressed = list(self.generation_config.suppress_tokens or [])
         self.generation_config.suppress_tokens = suppressed + [t for t in placeholders if t not in suppressed]
 
-    def get_output_embeddings(self):
+    def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
 
-    def set_output_embeddings(self, new_embeddings):
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
         self.lm_head = new_embeddings
 
-    def lora_target_modules(self):
+    def lora_target_modules(self) -> str:
         """peft `target_modules` regex: the attention projections of the LLM, nothing else."""
         model_type = self.config.text_config.model_type
         if model_type not in LORA_ATTENTION_MODULES:
@@ -784,7 +833,7 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
         self,
         pixel_values: torch.FloatTensor | None = None,
         pixel_mask: torch.Tensor | None = None,
-        image_features: TrrgPerception | None = None,
+        image_features: TrrgPerception | Mapping[str, torch.Tensor] | None = None,
     ) -> list[dict]:
         """Per study: {"probabilities": {observation: p}, "clues": [{observation, polarity, probability}, ...]}.
 
@@ -815,19 +864,19 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
     @accepts_either_cache_name
     def forward(
         self,
-        input_ids=None,
-        pixel_values=None,
-        pixel_mask=None,
-        attention_mask=None,
-        position_ids=None,
-        cache=None,
-        inputs_embeds=None,
-        labels=None,
-        disease_labels=None,
-        use_cache=None,
-        logits_to_keep=0,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        disease_labels: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
-    ):
+    ) -> TrrgCausalLMOutputWithPast | tuple:
         """Causal LM forward; `labels` (-100 = ignored) give the LM loss, `disease_labels` (B, D) the consistency loss."""
         if "num_items_in_batch" in kwargs:
             raise ValueError(
@@ -883,7 +932,9 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
         )
 
     @torch.no_grad()
-    def load_contrastive(self, contrastive_model, tokenizer):
+    def load_contrastive(
+        self, contrastive_model: TrrgForContrastivePretraining, tokenizer: PreTrainedTokenizerBase
+    ) -> None:
         """Copy a stage-1 model's vision encoder, visual projection and temperature, and its prompt embeddings."""
         head = self.model.zero_shot_head
         source = contrastive_model.config
@@ -899,12 +950,12 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
     @classmethod
     def from_parts(
         cls,
-        language_model,
-        vision_encoder=None,
-        contrastive_model=None,
-        contrastive_tokenizer=None,
+        language_model: PreTrainedConfig | str | os.PathLike,
+        vision_encoder: PreTrainedConfig | str | os.PathLike | None = None,
+        contrastive_model: TrrgForContrastivePretraining | str | os.PathLike | None = None,
+        contrastive_tokenizer: PreTrainedTokenizerBase | None = None,
         **config_kwargs,
-    ):
+    ) -> "TrrgForConditionalGeneration":
         """Build a stage-2 model from a causal LM and a vision encoder, optionally initialised from stage 1.
 
         `language_model`: a causal LM config, or a local checkpoint folder whose weights are loaded.

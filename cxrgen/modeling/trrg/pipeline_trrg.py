@@ -5,17 +5,18 @@ trust_remote_code=True)` builds it. Self-contained (torch and transformers only)
 """
 
 import copy
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import GenerationConfig, Pipeline
+from transformers import BatchFeature, GenerationConfig, Pipeline
 
 
 def pad_studies(studies: list, pad_token_id: int) -> dict[str, torch.Tensor]:
     """One batch from single-study processor outputs, padded as TrrgProcessor pads a batch: prompts on the left,
     views on the right with all-zero images that `pixel_mask` marks as padding."""
 
-    def padded(key, value, left):
+    def padded(key: str, value: float, left: bool) -> torch.Tensor:
         width = max(study[key].shape[1] for study in studies)
         rows = []
         for study in studies:
@@ -54,7 +55,9 @@ class TrrgReportPipeline(Pipeline):
         preprocess = {} if prompt is None else {"prompt": prompt}
         return preprocess, {"generate_kwargs": {**(generate_kwargs or {}), **kwargs}}, {}
 
-    def preprocess(self, study, prompt=None):
+    def preprocess(self, study: Any, prompt: str | None = None) -> dict[str, BatchFeature]:
+        """One study (an image, or a list/tuple of its views) and an optional instruction -> the processor's
+        single-study batch, kept whole under "study"."""
         views = list(study) if isinstance(study, (list, tuple)) else [study]
         text = None
         if prompt is not None:
@@ -102,7 +105,8 @@ class TrrgReportPipeline(Pipeline):
         unused = config.update(**generate_kwargs, return_dict_in_generate=False)
         return {"generation_config": config, **unused}
 
-    def postprocess(self, model_outputs):
+    def postprocess(self, model_outputs: dict[str, torch.Tensor]) -> dict[str, str | dict[str, float] | list[dict]]:
+        """One study's generated ids and perception -> its report, per-observation probabilities and clues."""
         text = self.processor.post_process_generation(model_outputs["report_ids"], prompt_length=0)[0]
         findings = self.model.structured_findings(image_features=model_outputs)[0]
         return {"generated_text": text, "probabilities": findings["probabilities"], "clues": findings["clues"]}
