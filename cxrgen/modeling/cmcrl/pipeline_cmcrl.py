@@ -1,12 +1,14 @@
 """The "image-to-text" pipeline of CMCRL checkpoints (transformers 5 has no built-in task of that name).
 
 Saved CMCRL configs name it in `custom_pipelines`, so `pipeline("image-to-text", model=folder_or_repo,
-trust_remote_code=True)` builds it. Self-contained (transformers only): it travels to the Hub as remote code.
+trust_remote_code=True)` builds it. Self-contained (torch and transformers only): it travels to the Hub as remote code.
 """
 
 import copy
+from typing import Any
 
-from transformers import Pipeline
+import torch
+from transformers import BatchFeature, Pipeline
 
 
 class RadiologyReportGenerationPipeline(Pipeline):
@@ -30,7 +32,8 @@ class RadiologyReportGenerationPipeline(Pipeline):
     def _sanitize_parameters(self, generate_kwargs=None, **kwargs):
         return {}, {"generate_kwargs": {**(generate_kwargs or {}), **kwargs}}, {}
 
-    def preprocess(self, study):
+    def preprocess(self, study: Any) -> BatchFeature:
+        """One study (an image, or a list/tuple of its views) -> the processor's single-study batch."""
         views = list(study) if isinstance(study, (list, tuple)) else [study]
         return self.processor(images=[views], return_tensors="pt")
 
@@ -48,5 +51,6 @@ class RadiologyReportGenerationPipeline(Pipeline):
         unused = config.update(**generate_kwargs, return_dict_in_generate=False)
         return {"generation_config": config, **unused}
 
-    def postprocess(self, model_outputs):
+    def postprocess(self, model_outputs: dict[str, torch.Tensor]) -> dict[str, str]:
+        """One study's generated ids -> `{"generated_text": report}`."""
         return {"generated_text": self.processor.post_process_generation(model_outputs["report_ids"])[0]}
