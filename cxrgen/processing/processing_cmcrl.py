@@ -3,6 +3,8 @@
 Self-contained (torch, transformers and sibling single-dot imports) because it travels to the Hub as remote code.
 """
 
+from collections.abc import Iterable
+
 import torch
 from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
@@ -53,7 +55,7 @@ class CmcrlProcessor(ProcessorMixin):
                 )
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def encode_reports(self, text, max_length: int | None = None) -> torch.LongTensor:
+    def encode_reports(self, text: str | Iterable[str], max_length: int | None = None) -> torch.LongTensor:
         """Clean and tokenize reports into (B, L) labels: [BOS] words [EOS], -100 padding."""
         reports = [text] if isinstance(text, str) else list(text)
         cleaned = []
@@ -71,7 +73,7 @@ class CmcrlProcessor(ProcessorMixin):
         )
         return encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, IGNORE_INDEX)
 
-    def post_process_generation(self, generated_ids) -> list[str]:
+    def post_process_generation(self, generated_ids: torch.Tensor | list[list[int]]) -> list[str]:
         """Generated (or label) ids -> reports: leading [BOS]/[PAD] dropped, cut at the first [EOS], -100 ignored.
         [UNK] stays visible so unknown words are not silently removed."""
         tokenizer = self.tokenizer

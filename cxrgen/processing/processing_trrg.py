@@ -3,8 +3,10 @@
 Self-contained (torch, transformers and sibling single-dot imports) because it travels to the Hub as remote code.
 """
 
+from typing import Any
+
 import torch
-from transformers import BatchFeature
+from transformers import BatchFeature, ImageProcessingMixin, PreTrainedConfig, PreTrainedTokenizerBase
 from transformers.processing_utils import ProcessorMixin
 
 from .image_processing_cxr import CxrImageProcessor, _group_studies
@@ -75,7 +77,13 @@ class TrrgProcessor(ProcessorMixin):
         return token_id
 
     @classmethod
-    def for_model(cls, config, image_processor, tokenizer, **kwargs):
+    def for_model(
+        cls,
+        config: PreTrainedConfig,
+        image_processor: ImageProcessingMixin | None,
+        tokenizer: PreTrainedTokenizerBase,
+        **kwargs,
+    ) -> "TrrgProcessor":
         """A processor matching a `TrrgConfig` (placeholder counts and token ids are checked)."""
         processor = cls(
             image_processor,
@@ -92,12 +100,14 @@ class TrrgProcessor(ProcessorMixin):
             )
         return processor
 
-    def build_prompts(self, images):
+    def build_prompts(self, images: Any) -> list[str]:
         """Default prompt per study: BOS, one `<image>` per view, then the instruction."""
         bos = self.tokenizer.bos_token or ""
         return [bos + self.image_token * len(study) + self.prompt for study in _group_studies(images, None)]
 
-    def replace_image_token(self, image_inputs, image_idx, **kwargs):
+    def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
+        """The placeholders that replace the `image_idx`-th `<image>` of the batch: the image and clue placeholder
+        block for the first view of a study, nothing for its other views."""
         first_views, start = set(), 0
         for views in image_inputs["pixel_mask"].sum(1).tolist():
             first_views.add(start)
@@ -181,7 +191,9 @@ class TrrgProcessor(ProcessorMixin):
                 batch[key] = prompts[key]
         return BatchFeature(batch, tensor_type=return_tensors)
 
-    def post_process_generation(self, generated_ids, prompt_length: int | None = None) -> list[str]:
+    def post_process_generation(
+        self, generated_ids: torch.Tensor | list[list[int]], prompt_length: int | None = None
+    ) -> list[str]:
         """Report texts from `generate()` output (the prompt, then the report): prompt and special tokens dropped.
 
         `prompt_length` is the width of the `input_ids` given to `generate` (0 for ids without the prompt). Left out,
@@ -201,7 +213,8 @@ class TrrgProcessor(ProcessorMixin):
         return [report.strip() for report in reports]
 
     @property
-    def model_input_names(self):
+    def model_input_names(self) -> list[str]:
+        """The model inputs of a batch (training batches also hold `labels`)."""
         return ["input_ids", "attention_mask", "pixel_values", "pixel_mask"]
 
 
