@@ -4,6 +4,8 @@ Codes follow the CheXbert class convention (0 = blank / not mentioned, 1 = posit
 3 = uncertain) so that label lists are plain non-negative integers that `datasets` stores as `int8`.
 """
 
+from collections.abc import Iterable
+
 CHEXPERT_OBSERVATIONS = (
     "No Finding",
     "Enlarged Cardiomediastinum",
@@ -29,7 +31,7 @@ UNCERTAIN = 3
 MENTION_NAMES = {NOT_MENTIONED: "not mentioned", POSITIVE: "positive", NEGATIVE: "negative", UNCERTAIN: "uncertain"}
 
 
-def binarize(labels):
+def binarize(labels: Iterable[int]) -> list[int]:
     """Map four-way codes to the binary targets clinical-efficacy metrics use: positive -> 1, anything else -> 0.
 
     This is the R2Gen ``compute_ce.py`` convention (blank -> 0, uncertain -> 0) that CMCRL's author describes.

@@ -6,6 +6,7 @@ imports this module first for the processor classes too.
 """
 
 import json
+import os
 from pathlib import Path
 
 from ..processing.image_processing_cxr import CxrImageProcessor
@@ -14,7 +15,7 @@ from ..processing.processing_trrg import TrrgProcessor
 from . import cmcrl, trrg
 
 
-def read_model_config(folder):
+def read_model_config(folder: str | os.PathLike) -> dict:
     """The ``config.json`` of a saved model folder as a dict.
 
     Raises:
