@@ -96,3 +96,11 @@ def test_preset_overrides_win_and_leave_the_presets_unchanged():
 def test_unknown_preset_names_the_choices(config_class):
     with pytest.raises(ValueError, match=r"'chexpert'.*\['iu-xray', 'mimic-cxr', 'tiny'\]"):
         config_class.from_preset("chexpert")
+
+
+def test_read_model_config_names_the_file_of_a_config_that_is_not_an_object(tmp_path):
+    from cxrgen.modeling import read_model_config
+
+    (tmp_path / "config.json").write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"config\.json: expected a JSON object of config fields, got a list"):
+        read_model_config(tmp_path)

@@ -53,6 +53,8 @@ def test_prompt_markers_must_match_the_views():
         tokenizer = build_tokenizer()
         tokenizer.clue_token = "<nothing>"
         TrrgProcessor(CxrImageProcessor(), tokenizer)
+    with pytest.raises(ValueError, match="needs the LLM's tokenizer"):
+        TrrgProcessor(CxrImageProcessor())
 
 
 def test_training_targets_mask_the_prompt_and_keep_eos_under_truncation():

@@ -20,15 +20,18 @@ def read_model_config(folder: str | os.PathLike) -> dict:
 
     Raises:
         FileNotFoundError: the folder has no config.json.
-        ValueError: config.json is not valid JSON.
+        ValueError: config.json is not valid JSON, or not a JSON object.
     """
     config_path = Path(folder) / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found: expected a saved model folder with a config.json.")
     try:
-        return json.loads(config_path.read_text(encoding="utf-8"))
+        config = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{config_path} is not valid JSON ({error.msg}).") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path}: expected a JSON object of config fields, got a {type(config).__name__}.")
+    return config
 
 
 def register() -> None:

@@ -54,6 +54,8 @@ class TrrgProcessor(ProcessorMixin):
         prompt=DEFAULT_PROMPT,
         **kwargs,
     ):
+        if tokenizer is None:
+            raise ValueError("TrrgProcessor needs the LLM's tokenizer, with the <image> and <clue> tokens added.")
         self.image_token = getattr(tokenizer, "image_token", None) or "<image>"
         self.clue_token = getattr(tokenizer, "clue_token", None) or "<clue>"
         self.image_token_id = self._special_id(tokenizer, self.image_token)
