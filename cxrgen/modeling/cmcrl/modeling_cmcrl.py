@@ -48,6 +48,7 @@ import functools
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -75,7 +76,7 @@ IGNORE_INDEX = -100
 CACHE_FIELD = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
 
 
-def accepts_either_cache_name(forward):
+def accepts_either_cache_name(forward: Callable) -> Callable:
     """Decorate a `forward(..., cache=...)` so that it also takes the cache as `past_key_values` (transformers < 5.24)."""
 
     @functools.wraps(forward)

@@ -51,7 +51,7 @@ import copy
 import functools
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -85,7 +85,7 @@ _CLIP_LOGIT_SCALE = math.log(1 / 0.07)
 CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
-def accepts_either_cache_name(forward):
+def accepts_either_cache_name(forward: Callable) -> Callable:
     """Decorate a `forward(..., cache=...)` so that it also takes the cache as `past_key_values` (transformers < 5.24)."""
 
     @functools.wraps(forward)
