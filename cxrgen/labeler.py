@@ -84,7 +84,9 @@ take them as keyword arguments):
 * ``extended_hedges``: "likely", "probably", "suggest(ive of)", "borderline", "equivocal", "indeterminate",
   "presumed", "perhaps", "?" and "unlikely" are uncertainty cues too.
 
-Positives, which the CE metrics score, do not depend on ``implied_negatives``; the other two options change them.
+``implied_negatives`` only adds NEGATIVE codes (and, like any normal phrase, drops a hedged mention of the same
+observation in its clause), so it leaves the positives that the CE metrics score unchanged on IU-Xray
+(``benchmarks/LABELER.md``); the other two options change positives.
 This is a transparent approximation of CheXpert, not CheXpert or CheXbert (``benchmarks/LABELER.md`` measures it
 against a hand reading of IU-Xray reports).
 """
