@@ -1,10 +1,16 @@
-"""A rule-based labeler for the 14 CheXpert observations (NegEx-style mention, negation and uncertainty detection).
+"""A rule-based labeler for the 14 CheXpert observations that follows the CheXpert labeler's conventions.
 
 It reads free-text chest X-ray reports, raw ("No pleural effusion. Heart size is normal.") or R2Gen-cleaned
 ("no pleural effusion . heart size is normal ."), and gives one code per observation of
-``cxrgen.labels.CHEXPERT_OBSERVATIONS``: NOT_MENTIONED, POSITIVE, NEGATIVE or UNCERTAIN. The phrase lists are
-this project's own (written against the IU-Xray reports); they are plain data below and can be extended per call
-(``extra_phrases``) or replaced (``RuleBasedLabeler(...)``).
+``cxrgen.labels.CHEXPERT_OBSERVATIONS``: NOT_MENTIONED, POSITIVE, NEGATIVE or UNCERTAIN. Clinical-efficacy
+metrics in the literature label reports with the CheXpert labeler (Irvin et al., 2019) or with CheXbert, which was
+trained to imitate it, so this labeler takes CheXpert's decisions as its facts: which phrases mention each
+observation (its ``phrases/mention`` and ``phrases/unmention`` lists), which phrases only rule out "No Finding"
+(its ``no_finding`` list), and its NegBio negation and uncertainty patterns with their order. The code is this
+project's own: word phrases and cue scopes instead of CheXpert's dependency parse, so it runs in a few
+milliseconds per report without Java or a parser model. ``explain_report`` shows which phrase and cue decided each
+code. The phrase lists are plain data below; they can be extended per call (``extra_phrases``) or replaced
+(``RuleBasedLabeler(...)``).
 
 How a report is read:
 
@@ -16,43 +22,73 @@ How a report is read:
    "there is", ";", ...). A cue acts only inside its clause. Commas do *not* end a clause: IU reports list
    negated findings with commas hundreds of times ("no focal consolidation, pneumothorax, or pleural effusion"),
    and the R2Gen cleaner deletes commas, so a comma rule would also make raw and cleaned text disagree.
-   ";" and "?" do count (as terminator and uncertainty cue), but only raw text has them.
-4. **Phrases.** ``MENTION_PHRASES`` say an observation is present (unless a cue says otherwise);
-   ``NORMAL_PHRASES`` say it is absent ("heart size is normal" -> Cardiomegaly NEGATIVE). Phrase syntax: words
-   separated by spaces; the last word also matches its plural with "s"/"es"; ``*`` stands for up to
-   ``MAX_GAP`` words ("heart * enlarged" matches "heart is mildly enlarged"). ``EXCLUDED_PHRASES`` hide
-   look-alikes ("pericardial effusion" is not a pleural effusion).
-5. **Cues.** Negation and uncertainty cues come as pre-cues (they govern mentions after them in the clause, or
-   inside a wildcard mention: "heart is not enlarged") and post-cues (they govern mentions before them:
-   "pneumothorax is not seen", "pneumonia cannot be excluded"). The longest cue wins where cues overlap
-   ("cannot be excluded" is uncertainty, not negation; "no change" is a pseudo-cue that negates nothing).
-   A mention takes the code of its nearest cue (a pre-cue on a tie); none means POSITIVE. A hedge inside a
-   negation is negated: an uncertainty pre-cue after a negation pre-cue in the same clause counts as negation
-   ("no opacity to suggest pneumonia", "no suspicious pulmonary opacity, pneumothorax or effusion" -> negative;
-   about 250 IU sentences read like this, against a handful like "no change, may represent atelectasis").
-6. **Aggregation** over all matches of a report, as CheXpert does: POSITIVE beats UNCERTAIN beats NEGATIVE.
-7. **No Finding** (CheXpert's rule) is POSITIVE when no observation other than Support Devices is POSITIVE or
-   UNCERTAIN, and NOT_MENTIONED otherwise. An empty report says nothing, so all 14 codes are NOT_MENTIONED.
+4. **Phrases.** Words separated by spaces; the last word also matches its plural with "s"/"es"; ``*`` stands for
+   up to ``MAX_GAP`` words ("heart * enlarged" matches "heart is mildly enlarged"). CheXpert matches substrings;
+   here whole words are matched and the word forms are listed ("atelecta" -> atelectasis, atelectases,
+   atelectatic), so that "tube" does not match "tuberculosis" nor "plate" "platelike atelectasis".
 
-Choices worth knowing (they differ between labelers, so they are stated here):
+   * ``MENTION_PHRASES`` state an observation (POSITIVE unless a cue says otherwise). ``HEDGED_PHRASES`` are
+     mentions that CheXpert reads as UNCERTAIN on their own, through its post-negation uncertainty patterns:
+     vascular / pulmonary congestion, indistinctness and vascular prominence (Edema), a "stable" or "unchanged"
+     silhouette, mediastinum or heart size (Enlarged Cardiomediastinum, Cardiomegaly) and a "borderline" heart
+     size; a negation still makes them NEGATIVE.
+   * ``NORMAL_PHRASES`` say the structure CheXpert's mention names is normal, unremarkable or within normal limits
+     ("heart size is normal" -> Cardiomegaly NEGATIVE; "normal mediastinal contours" -> Enlarged Cardiomediastinum
+     NEGATIVE). In a clause where one matches, the hedged phrases of that observation are dropped, as CheXpert
+     tries negation before post-negation uncertainty ("normal and stable cardiomediastinal contours" -> NEGATIVE).
+   * ``UNMENTION_PHRASES`` hide look-alikes per observation ("calcified nodule" is not a Lung Lesion,
+     "pericardial effusion" not a Pleural Effusion, "pleural scarring" not a Lung Opacity, as in CheXpert;
+     "mass effect", "body mass" and joint effusions, which CheXpert's substring matching would count, are hidden
+     too).
+   * ``NO_FINDING_PHRASES`` are CheXpert's other findings (granuloma, emphysema, degenerative change,
+     calcification, scoliosis, blunting, elevation, hernia, ...): they label none of the 14 observations, but
+     stated positive or uncertain they rule out No Finding.
+5. **Cues**, CheXpert's three classes in its order of precedence: pre-negation uncertainty ("cannot exclude",
+   "not excluded", "cannot rule out", "no new"), negation ("no", "without", "free of", "rule out", "history of",
+   "removal of", "resolved", ...) and post-negation uncertainty ("may", "could", "possible", "probable",
+   "suspicious for", "concern for", "secondary to", "versus", "X or Y", "less likely", "not appreciated",
+   "obscured", ...). A cue comes as a pre-cue (it governs mentions after it in the clause, or inside a wildcard
+   mention: "heart is not enlarged") or a post-cue (it governs mentions before it: "pneumothorax is not seen").
+   The longest cue wins where cues overlap ("cannot be excluded" is uncertainty, not negation; "no change" is a
+   pseudo-cue that negates nothing). A mention takes the code of its nearest governing cue (a pre-cue on a tie),
+   POSITIVE without one, except that a post-negation uncertainty cue loses to any negation cue governing the same
+   mention ("no opacity to suggest pneumonia", "no pneumothorax or effusion" -> NEGATIVE): CheXpert looks for
+   negation before that kind of uncertainty. Pre-negation uncertainty cues are never overridden.
+6. **Aggregation** over all matches of a report, as CheXpert does: POSITIVE beats UNCERTAIN beats NEGATIVE. A
+   positive or uncertain "chf" or "heart failure" (an Edema mention) also makes Cardiomegaly UNCERTAIN, as in
+   CheXpert.
+7. **No Finding** (CheXpert's rule) is POSITIVE when no mention other than a Support Devices one, the No Finding
+   phrases included, is POSITIVE or UNCERTAIN, and NOT_MENTIONED otherwise; an empty report therefore gets No
+   Finding POSITIVE and nothing else, as CheXpert gives it.
 
-* "lungs are clear" -> Lung Opacity NEGATIVE only (it rules out opacities; consolidation, pneumonia, etc. are
-  not named, so they stay not mentioned).
-* A normal cardiomediastinal silhouette -> Enlarged Cardiomediastinum *and* Cardiomegaly NEGATIVE (the heart is
-  part of that silhouette); an enlarged one -> Enlarged Cardiomediastinum only.
-* "granuloma" (calcified or not), "nodule", "mass" -> Lung Lesion. CheXpert's own mention list may not name
-  granulomas; here a granuloma is a focal lung lesion, which is also what the phantom generator draws.
-  "granulomatous disease" names no lesion and is left out.
-* "scarring" and "interstitial markings" -> Lung Opacity (as in CheXpert); "pleural thickening/scarring/plaque"
-  -> Pleural Other; "blunting of the costophrenic angle" -> Pleural Effusion; clear pleural spaces -> Pleural
-  Effusion and Pneumothorax NEGATIVE; intact bony structures -> Fracture NEGATIVE; old and healed fractures are
-  POSITIVE fractures.
-* "unlikely" is uncertainty (probable absence is still a hedge); "borderline" is uncertainty.
-* Statements naming no observation ("no acute cardiopulmonary abnormality", "degenerative changes of the spine",
-  "normal chest") label nothing, so such a report gets No Finding POSITIVE through the rule above.
+Conventions worth knowing (all CheXpert's):
 
-This is a transparent approximation, not CheXpert or CheXbert: ``explain_report`` shows which phrase and cue
-decided each code.
+* "granuloma" and "calcified nodule" are not Lung Lesions (they only rule out No Finding); Lung Lesion is a mass,
+  nodule, nodular density / opacity, lump, cavitary lesion, carcinoma, neoplasm or tumor.
+* "The lungs are clear", "the pleural spaces are clear" and "the bones are intact" name no observation, and a
+  normal cardiomediastinal silhouette is an Enlarged Cardiomediastinum statement only; so these leave Lung
+  Opacity, Pleural Effusion, Pneumothorax, Fracture and Cardiomegaly NOT_MENTIONED.
+* "likely", "unlikely", "suggestive of", "borderline" (except for heart size) and "?" are not uncertainty cues.
+* Scarring, interstitial markings and peribronchial thickening are Lung Opacity; "fibrosis" and pleural
+  thickening or scarring are Pleural Other; blunted costophrenic angles and volume loss are not Pleural Effusion
+  or Atelectasis (they rule out No Finding); sternotomy wires and surgical clips are not Support Devices.
+
+Deliberate differences, each an option that is off by default (``RuleBasedLabeler(...)`` and the functions below
+take them as keyword arguments):
+
+* ``granuloma_as_lesion``: "granuloma" and "calcified nodule" count as Lung Lesion (this labeler's earlier
+  default; on IU-Xray it multiplies Lung Lesion positives several times over).
+* ``implied_negatives``: clear lungs -> Lung Opacity NEGATIVE, clear pleural spaces or sharp costophrenic angles
+  -> Pleural Effusion (and Pneumothorax) NEGATIVE, intact bones -> Fracture NEGATIVE, a normal cardiomediastinal
+  silhouette -> Cardiomegaly NEGATIVE as well.
+* ``extended_hedges``: "likely", "probably", "suggest(ive of)", "borderline", "equivocal", "indeterminate",
+  "presumed", "perhaps", "?" and "unlikely" are uncertainty cues too.
+
+``implied_negatives`` only adds NEGATIVE codes (and, like any normal phrase, drops a hedged mention of the same
+observation in its clause), so it leaves the positives that the CE metrics score unchanged on IU-Xray
+(``benchmarks/LABELER.md``); the other two options change positives.
+This is a transparent approximation of CheXpert, not CheXpert or CheXbert (``benchmarks/LABELER.md`` measures it
+against a hand reading of IU-Xray reports).
 """
 
 import re
@@ -63,7 +99,6 @@ from cxrgen.labels import (
     CHEXPERT_OBSERVATIONS,
     NEGATIVE,
     NOT_MENTIONED,
-    NUM_OBSERVATIONS,
     POSITIVE,
     UNCERTAIN,
 )
@@ -109,133 +144,116 @@ MENTION_PHRASES = {
         "opacities",
         "opacification",
         "opacified",
-        "infiltrate",
-        "infiltration",
+        "opacify",
+        "decreased translucency",
+        "increased density",
         "airspace disease",
         "air space disease",
-        "airspace opacity",
-        "air space opacity",
-        "airspace density",
-        "scarring",
+        "infiltrate",
+        "infiltration",
+        "interstitial marking",
+        "interstitial pattern",
+        "interstitial lung",
+        "reticular pattern",
+        "reticular marking",
+        "reticulation",
+        "parenchymal scarring",
+        "peribronchial thickening",
+        "wall thickening",
         "scar",
-        "interstitial markings",
-        "interstitial prominence",
-        "reticular",
-        "reticulonodular",
-        "ground glass",
-        "haziness",
-        "hazy",
+        "scarring",
     ],
     "Lung Lesion": [
-        "nodule",
-        "nodular",
-        "nodular density",
-        "nodular opacity",
         "mass",
-        "granuloma",
-        "lesion",
-        "tumor",
-        "neoplasm",
-        "carcinoma",
-        "malignancy",
-        "metastasis",
-        "metastases",
-        "metastatic",
+        "nodular density",
+        "nodular densities",
+        "nodular opacity",
+        "nodular opacities",
+        "nodular opacification",
+        "nodule",
+        "lump",
         "cavitary lesion",
-        "cavitation",
+        "carcinoma",
+        "neoplasm",
+        "tumor",
     ],
-    "Edema": [
-        "edema",
-        "vascular congestion",
-        "pulmonary congestion",
-        "venous congestion",
-        "congestion",
-        "congestive heart failure",
-        "chf",
-        "fluid overload",
-        "kerley",
-        "cephalization",
-        "interstitial edema",
-    ],
-    "Consolidation": ["consolidation", "consolidative", "consolidated"],
-    "Pneumonia": [
-        "pneumonia",
-        "bronchopneumonia",
-        "pneumonitis",
-        "infection",
-        "infectious process",
-        "infectious",
-    ],
-    "Atelectasis": [
-        "atelectasis",
-        "atelectases",
-        "atelectatic",
-        "lobar collapse",
-        "lobe collapse",
-        "lung collapse",
-        "collapsed lung",
-        "volume loss",
-    ],
+    "Edema": ["edema", "edematous", "heart failure", "chf"],
+    "Consolidation": ["consolidation", "consolidative", "consolidated", "consolidating"],
+    "Pneumonia": ["pneumonia", "bronchopneumonia", "infection", "infectious"],
+    "Atelectasis": ["atelectasis", "atelectases", "atelectatic", "collapse", "collapsed"],
     "Pneumothorax": ["pneumothorax", "pneumothoraces", "pneumothoraxes", "hydropneumothorax"],
-    "Pleural Effusion": [
-        "pleural effusion",
-        "effusion",
-        "pleural fluid",
-        "hydropneumothorax",
-        "hydrothorax",
-        "blunting of the * costophrenic",
-        "costophrenic * blunting",
-        "costophrenic * blunted",
-    ],
+    "Pleural Effusion": ["effusion", "pleural fluid"],
     "Pleural Other": [
         "pleural thickening",
-        "pleural scarring",
-        "pleural plaque",
-        "pleural calcification",
-        "pleural parenchymal scarring",
+        "fibrosis",
         "fibrothorax",
-        "pleural reaction",
+        "pleural scar",
+        "pleural scarring",
+        "pleural parenchymal scar",
+        "pleural parenchymal scarring",
+        "pleuro parenchymal scar",
+        "pleuro parenchymal scarring",
+        "pleuro pericardial scar",
+        "pleuro pericardial scarring",
     ],
-    "Fracture": ["fracture", "fractured", "compression deformity", "compression deformities"],
+    "Fracture": ["fracture", "fractured"],
     "Support Devices": [
-        "pacemaker",
         "pacer",
-        "defibrillator",
-        "aicd",
-        "sternotomy",
-        "sternotomy wires",
-        "median sternotomy",
-        "endotracheal tube",
-        "et tube",
-        "tracheostomy",
-        "nasogastric tube",
-        "ng tube",
-        "orogastric tube",
-        "feeding tube",
-        "enteric tube",
-        "dobhoff",
-        "chest tube",
+        "line",
         "picc",
-        "picc line",
-        "central line",
-        "central venous catheter",
-        "venous catheter",
-        "catheter",
-        "port a cath",
-        "portacath",
-        "power port",
-        "swan ganz",
-        "cabg",
-        "valve replacement",
-        "prosthetic valve",
-        "stent",
-        "surgical clip",
-        "lead",
-        "hardware",
-        "drain",
         "tube",
-        "wire",
+        "valve",
+        "catheter",
+        "pacemaker",
+        "hardware",
+        "arthroplasty",
+        "arthroplasties",
+        "marker",
+        "icd",
+        "aicd",
+        "defibrillator",
+        "device",
+        "drain",
+        "plate",
+        "screw",
+        "cannula",
+        "apparatus",
+        "coil",
+        "support",
+        "equipment",
+        "mediport",
     ],
+}
+
+# Mentions CheXpert reads as uncertain when nothing negates them (its post-negation uncertainty patterns that match
+# the mention itself).
+HEDGED_PHRASES = {
+    "Enlarged Cardiomediastinum": [
+        "stable cardiomediastinal",
+        "cardiomediastinal * stable",
+        "unchanged cardiomediastinal",
+        "cardiomediastinal * unchanged",
+        "stable mediastinal",
+        "mediastinal * stable",
+        "unchanged mediastinal",
+        "mediastinal * unchanged",
+        "stable mediastinum",
+        "mediastinum * stable",
+        "mediastinum * unchanged",
+    ],
+    "Cardiomegaly": [
+        "stable heart",
+        "heart * stable",
+        "heart * unchanged",
+        "unchanged heart size",
+        "stable cardiac",
+        "cardiac silhouette * stable",
+        "cardiac silhouette * unchanged",
+        "unchanged cardiac",
+        "borderline heart size",
+        "heart size * borderline",
+    ],
+    "Edema": ["vascular congestion", "pulmonary congestion", "indistinctness", "vascular prominence"],
 }
 
 # Phrases that state the observation is absent: they label NEGATIVE directly, whatever cue surrounds them.
@@ -252,7 +270,9 @@ NORMAL_PHRASES = {
         "mediastinal * unremarkable",
         "normal mediastinal",
         "normal mediastinum",
-        "mediastinum * within normal limits",
+        "contour * normal",
+        "contour * unremarkable",
+        "normal * contour",
     ],
     "Cardiomegaly": [
         "heart size * normal",
@@ -264,6 +284,12 @@ NORMAL_PHRASES = {
         "cardiac * normal",
         "cardiac * unremarkable",
         "normal cardiac",
+    ],
+}
+
+# ``implied_negatives``: statements that name no CheXpert mention but rule an observation out.
+IMPLIED_NEGATIVE_PHRASES = {
+    "Cardiomegaly": [
         "cardiomediastinal * normal",
         "cardiomediastinal * unremarkable",
         "cardio mediastinal * normal",
@@ -287,20 +313,89 @@ NORMAL_PHRASES = {
     ],
 }
 
-# Look-alikes that must not count as a mention of anything.
-EXCLUDED_PHRASES = [
-    "pericardial effusion",
-    "joint effusion",
-    "knee effusion",
-    "granulomatous infection",
-    "granulomatous disease",
-    "mass effect",
-    "body mass",
-    "calcified lymph node",
-    "lead to",
-    "leads to",
-    "tube feeding",
+# Look-alikes that are no mention of the observation (masked before its phrases are matched; same phrase syntax).
+UNMENTION_PHRASES = {
+    "Lung Lesion": ["calcified nodule", "massive", "mass effect", "body mass"],
+    "Lung Opacity": ["pleural scar", "pleural scarring"],
+    "Pleural Effusion": ["pericardial effusion", "joint effusion", "knee effusion"],
+}
+# ``granuloma_as_lesion``: the Lung Lesion mentions it adds (and the unmention it lifts).
+GRANULOMA_LESION_PHRASES = ["granuloma", "calcified nodule"]
+
+# CheXpert's "No Finding" mentions: findings outside the 14 observations that, positive or uncertain, rule out No
+# Finding. Word forms of its substrings ("calcifi", "degenera", "prominen", ...) are listed out.
+NO_FINDING_PHRASES = [
+    "emphysema",
+    "blunt",
+    "blunted",
+    "blunting",
+    "density",
+    "densities",
+    "elevation",
+    "eventration",
+    "scoliosis",
+    "levoscoliosis",
+    "dextroscoliosis",
+    "degenerative",
+    "degeneration",
+    "calcified",
+    "calcification",
+    "calcific",
+    "hyperinflation",
+    "hyperinflated",
+    "bronchospasm",
+    "asthma",
+    "hernia",
+    "copd",
+    "plaque",
+    "osteophytosis",
+    "aortic disease",
+    "bronchiolitis",
+    "airways disease",
+    "thickening",
+    "cephalization",
+    "aspiration",
+    "bullae",
+    "contusion",
+    "atherosclerosis",
+    "atherosclerotic",
+    "osteopenia",
+    "metastasis",
+    "granuloma",
+    "granulomatous",
+    "pneumomediastinum",
+    "pneumoperitoneum",
+    "osteodystrophy",
+    "cuffing",
+    "irregular lucency",
+    "inflammation",
+    "inflammatory",
+    "inflamed",
+    "fissure",
+    "hypertension",
+    "prominent",
+    "prominence",
+    "kyphosis",
+    "defibrillator",
+    "hyperexpansion",
+    "bullet",
+    "reticular",
+    "reticulation",
+    "reticulated",
+    "thoracentesis",
+    "bronchitis",
+    "volume loss",
+    "deformity",
+    "deformities",
+    "hemorrhage",
+    "hematoma",
+    "radiopaque",
+    "aerophagia",
+    "arthropathy",
+    "tracheostomy",
 ]
+# Edema mentions that, positive or uncertain, make Cardiomegaly uncertain (CheXpert's exception).
+HEART_FAILURE_PHRASES = ("chf", "heart failure")
 
 PRE_NEGATION_CUES = [
     "no",
@@ -309,15 +404,21 @@ PRE_NEGATION_CUES = [
     "negative for",
     "free of",
     "clear of",
+    "cleared",
     "absence of",
     "absent",
     "no evidence of",
     "no sign of",
     "no signs of",
     "resolution of",
+    "disappearance of",
+    "drainage of",
     "resolved",
     "removal of",
     "removed",
+    "history of",
+    "rule out",
+    "exclude",
     "rather than",
     "never",
     "nor",
@@ -338,78 +439,112 @@ POST_NEGATION_CUES = [
     "has resolved",
     "have resolved",
     "resolved",
+    "cleared",
     "ruled out",
+    "excluded",
     "has been removed",
     "have been removed",
     "removed",
-    "not appreciated",
     "is negative",
     "are negative",
+    "previously demonstrated",
+    "previously visualized",
+]
+# CheXpert's pre-negation uncertainty: matched before negation, so these win over any negation cue.
+OVERRIDING_PRE_UNCERTAINTY_CUES = [
+    "cannot exclude",
+    "can not exclude",
+    "cannot rule out",
+    "can not rule out",
+    "no evidence to rule out",
+    "no new",
+]
+OVERRIDING_POST_UNCERTAINTY_CUES = [
+    "cannot be excluded",
+    "can not be excluded",
+    "not excluded",
+    "is not excluded",
+    "not entirely excluded",
+    "cannot be ruled out",
+    "can not be ruled out",
+    "not ruled out",
 ]
 PRE_UNCERTAINTY_CUES = [
     "may",
     "might",
     "could",
+    "would",
+    "maybe",
     "possible",
     "possibly",
+    "presumably",
     "probable",
-    "probably",
-    "likely",
-    "most likely",
-    "suggest",
-    "suggests",
-    "suggesting",
-    "suggestive of",
-    "to indicate",
-    "suspicious for",
-    "suspicion for",
-    "suspicious",
-    "suspected",
-    "concerning for",
-    "concern for",
     "questionable",
     "question of",
-    "?",
+    "suggestion of",
+    "suspect",
+    "suspected",
+    "suspicious",
+    "suspicious for",
+    "suspicion for",
+    "concerning for",
+    "concern for",
+    "worrisome for",
+    "favor",
+    "favored",
+    "consider",
+    "considered",
+    "secondary to",
     "versus",
     "vs",
+    "or",
     "differential",
-    "consider",
-    "borderline",
-    "equivocal",
-    "indeterminate",
-    "presumably",
-    "presumed",
-    "perhaps",
-    "cannot exclude",
-    "can not exclude",
-    "cannot rule out",
-    "can not rule out",
-    "rule out",
-    "difficult to exclude",
+    "correlate clinically",
+    "clinical correlation",
+    "obscuring",
+    "obscured",
 ]
 POST_UNCERTAINTY_CUES = [
-    "cannot be excluded",
-    "can not be excluded",
-    "not excluded",
-    "is not excluded",
-    "cannot be ruled out",
-    "can not be ruled out",
-    "not ruled out",
     "is possible",
     "are possible",
     "is suspected",
     "are suspected",
     "is questioned",
-    "unlikely",
+    "is favored",
     "less likely",
     "versus",
     "vs",
-    "is likely",
-    "are likely",
-    "not entirely excluded",
-    "is not entirely excluded",
+    "or",
     "could be present",
+    "may be present",
+    "might be present",
+    "not appreciated",
+    "not clearly seen",
+    "poorly evaluated",
+    "incompletely evaluated",
+    "not well visualized",
+    "not well evaluated",
+    "obscured",
 ]
+# ``extended_hedges``: hedges CheXpert's patterns do not list.
+EXTENDED_PRE_UNCERTAINTY_CUES = [
+    "likely",
+    "most likely",
+    "probably",
+    "suggest",
+    "suggests",
+    "suggesting",
+    "suggestive of",
+    "to indicate",
+    "borderline",
+    "equivocal",
+    "indeterminate",
+    "presumed",
+    "perhaps",
+    "?",
+    "difficult to exclude",
+]
+EXTENDED_POST_UNCERTAINTY_CUES = ["unlikely", "is likely", "are likely"]
 # Cues that look like negation but negate nothing; matching them stops "no" from starting a scope.
 PSEUDO_CUES = [
     "no change",
@@ -440,6 +575,7 @@ CLAUSE_TERMINATORS = [
     "there have been",
     ";",
 ]
+OPTIONS = ("granuloma_as_lesion", "implied_negatives", "extended_hedges")
 
 _PRE, _POST, _BOTH = "pre", "post", "both"
 # CheXpert's aggregation over mentions: positive beats uncertain beats negative.
@@ -458,6 +594,17 @@ class Evidence:
     matched: str
     clause: str
     cue: str | None
+
+
+@dataclass(frozen=True)
+class _Cue:
+    start: int
+    end: int
+    code: int
+    direction: str
+    text: str
+    # Pre-negation uncertainty: never overridden by negation.
+    strong: bool
 
 
 def _phrase_pattern(phrase):
@@ -502,51 +649,89 @@ def _validate_phrase_table(table, name):
             raise ValueError(f"{name}[{observation!r}]: expected a list of non-empty phrase strings, got {phrases!r}.")
 
 
+def _mask(pattern, text):
+    """Blank ``pattern``'s matches with same-length filler so that character offsets stay valid."""
+    return pattern.sub(lambda m: re.sub(r"\S", "_", m.group()), text)
+
+
 class RuleBasedLabeler:
     """Labels reports with the 14 CheXpert observations from phrase and cue lists (see the module docstring)."""
 
-    def __init__(self, mention_phrases=None, normal_phrases=None, extra_phrases=None):
+    def __init__(
+        self,
+        mention_phrases: dict[str, list[str]] | None = None,
+        normal_phrases: dict[str, list[str]] | None = None,
+        extra_phrases: dict[str, list[str]] | None = None,
+        *,
+        granuloma_as_lesion: bool = False,
+        implied_negatives: bool = False,
+        extended_hedges: bool = False,
+    ):
         """Build a labeler.
 
         Args:
             mention_phrases: observation -> phrases stating it is present (default ``MENTION_PHRASES``).
             normal_phrases: observation -> phrases stating it is absent (default ``NORMAL_PHRASES``).
             extra_phrases: observation -> additional mention phrases, added to ``mention_phrases``.
+            granuloma_as_lesion: count "granuloma" and "calcified nodule" as Lung Lesion (not CheXpert's rule).
+            implied_negatives: label ``IMPLIED_NEGATIVE_PHRASES`` NEGATIVE ("lungs are clear" -> Lung Opacity).
+            extended_hedges: add ``EXTENDED_*_UNCERTAINTY_CUES`` ("likely", "suggestive of", ...) to the cues.
         """
         mention_phrases = MENTION_PHRASES if mention_phrases is None else mention_phrases
         normal_phrases = NORMAL_PHRASES if normal_phrases is None else normal_phrases
-        extra_phrases = extra_phrases or {}
+        extra_phrases = dict(extra_phrases or {})
         for table, name in (
             (mention_phrases, "mention_phrases"),
             (normal_phrases, "normal_phrases"),
             (extra_phrases, "extra_phrases"),
         ):
             _validate_phrase_table(table, name)
+        unmentions = {observation: list(phrases) for observation, phrases in UNMENTION_PHRASES.items()}
+        if granuloma_as_lesion:
+            extra_phrases["Lung Lesion"] = list(extra_phrases.get("Lung Lesion", [])) + GRANULOMA_LESION_PHRASES
+            unmentions["Lung Lesion"] = [p for p in unmentions["Lung Lesion"] if p not in GRANULOMA_LESION_PHRASES]
+        tables = [(mention_phrases, "mention"), (extra_phrases, "mention"), (HEDGED_PHRASES, "hedged")]
+        tables.append((normal_phrases, "normal"))
+        if implied_negatives:
+            tables.append((IMPLIED_NEGATIVE_PHRASES, "normal"))
         self._patterns = []
-        for table, kind in ((mention_phrases, "mention"), (extra_phrases, "mention"), (normal_phrases, "normal")):
+        for table, kind in tables:
             for observation, phrases in table.items():
                 for phrase in phrases:
                     self._patterns.append((observation, kind, phrase, _phrase_pattern(phrase.lower())))
-        self._excluded = _alternation(EXCLUDED_PHRASES)
+        for phrase in NO_FINDING_PHRASES:
+            self._patterns.append((NO_FINDING, "mention", phrase, _phrase_pattern(phrase)))
+        self._unmentions = {
+            observation: re.compile("|".join(_phrase_pattern(p).pattern for p in phrases))
+            for observation, phrases in unmentions.items()
+        }
         self._terminators = _alternation(CLAUSE_TERMINATORS)
+        pre_uncertainty = PRE_UNCERTAINTY_CUES + (EXTENDED_PRE_UNCERTAINTY_CUES if extended_hedges else [])
+        post_uncertainty = POST_UNCERTAINTY_CUES + (EXTENDED_POST_UNCERTAINTY_CUES if extended_hedges else [])
         self._cue_types = {}
-        for cues, cue_type in (
-            (PRE_NEGATION_CUES, (NEGATIVE, _PRE)),
-            (PRE_UNCERTAINTY_CUES, (UNCERTAIN, _PRE)),
-            (POST_NEGATION_CUES, (NEGATIVE, _POST)),
-            (POST_UNCERTAINTY_CUES, (UNCERTAIN, _POST)),
-            (PSEUDO_CUES, (None, None)),
+        for cues, code, direction, strong in (
+            (OVERRIDING_PRE_UNCERTAINTY_CUES, UNCERTAIN, _PRE, True),
+            (OVERRIDING_POST_UNCERTAINTY_CUES, UNCERTAIN, _POST, True),
+            (PRE_NEGATION_CUES, NEGATIVE, _PRE, False),
+            (POST_NEGATION_CUES, NEGATIVE, _POST, False),
+            (pre_uncertainty, UNCERTAIN, _PRE, False),
+            (post_uncertainty, UNCERTAIN, _POST, False),
+            (PSEUDO_CUES, None, None, False),
         ):
             for cue in cues:
                 previous = self._cue_types.get(cue)
-                if previous is not None and previous[0] != cue_type[0]:
+                if previous is not None and previous[0] != code:
                     raise ValueError(f"Cue {cue!r} is listed with two different meanings.")
-                # A cue listed both before and after its target ("versus", "absent") governs both directions.
-                self._cue_types[cue] = cue_type if previous is None else (cue_type[0], _BOTH)
+                # A cue listed both before and after its target ("versus", "or") governs both directions.
+                self._cue_types[cue] = (code, direction if previous is None else _BOTH, strong)
         self._cues = _alternation(self._cue_types)
 
-    def explain(self, text):
-        """Every phrase match in ``text`` with the code it gave (aggregation and No Finding are not applied)."""
+    def explain(self, text: str) -> list[Evidence]:
+        """Every phrase match in ``text`` with the code it gave (aggregation and No Finding are not applied).
+
+        Matches of ``NO_FINDING_PHRASES`` appear with the observation "No Finding"; a positive or uncertain "chf" or
+        "heart failure" adds an UNCERTAIN Cardiomegaly item.
+        """
         if not isinstance(text, str):
             raise TypeError(f"A report must be a str, got {type(text).__name__}.")
         evidence = []
@@ -557,86 +742,93 @@ class RuleBasedLabeler:
                     evidence.extend(self._label_clause(clause))
         return evidence
 
-    def label(self, text):
+    def label(self, text: str) -> list[int]:
         """The 14 codes (CheXpert order) for one report."""
-        evidence = self.explain(text)
-        if not text.strip():
-            return [NOT_MENTIONED] * NUM_OBSERVATIONS
         codes = dict.fromkeys(CHEXPERT_OBSERVATIONS, NOT_MENTIONED)
-        for item in evidence:
-            if _PRIORITY[item.code] > _PRIORITY[codes[item.observation]]:
+        abnormal = False
+        for item in self.explain(text):
+            if item.observation != SUPPORT_DEVICES and item.code in (POSITIVE, UNCERTAIN):
+                abnormal = True
+            if item.observation != NO_FINDING and _PRIORITY[item.code] > _PRIORITY[codes[item.observation]]:
                 codes[item.observation] = item.code
-        findings = [o for o in CHEXPERT_OBSERVATIONS if o not in (NO_FINDING, SUPPORT_DEVICES)]
-        abnormal = any(codes[o] in (POSITIVE, UNCERTAIN) for o in findings)
         codes[NO_FINDING] = NOT_MENTIONED if abnormal else POSITIVE
         return [codes[o] for o in CHEXPERT_OBSERVATIONS]
 
     def _label_clause(self, clause):
-        # Excluded look-alikes are blanked with same-length filler so character offsets stay valid.
-        masked = self._excluded.sub(lambda m: re.sub(r"\S", "_", m.group()), clause)
         cues = []
-        for match in self._cues.finditer(masked):
-            code, direction = self._cue_types[match.group()]
+        for match in self._cues.finditer(clause):
+            code, direction, strong = self._cue_types[match.group()]
             if code is not None:
-                cues.append((match.start(), match.end(), code, direction, match.group()))
+                cues.append(_Cue(match.start(), match.end(), code, direction, match.group(), strong))
+        masked = {observation: _mask(pattern, clause) for observation, pattern in self._unmentions.items()}
         evidence = []
         for observation, kind, phrase, pattern in self._patterns:
-            for match in pattern.finditer(masked):
+            for match in pattern.finditer(masked.get(observation, clause)):
                 if kind == "normal":
                     code, cue = NEGATIVE, None
                 else:
                     code, cue = self._classify(match.start(), match.end(), cues)
-                evidence.append(Evidence(observation, code, phrase, match.group(), clause, cue))
-        return evidence
+                    if kind == "hedged" and code == POSITIVE:
+                        code = UNCERTAIN
+                evidence.append((kind, Evidence(observation, code, phrase, match.group(), clause, cue)))
+        # CheXpert tries negation before post-negation uncertainty, so a normal statement beats a hedged one.
+        normal = {item.observation for kind, item in evidence if kind == "normal"}
+        kept = [item for kind, item in evidence if not (kind == "hedged" and item.observation in normal)]
+        for item in list(kept):
+            if item.phrase in HEART_FAILURE_PHRASES and item.code in (POSITIVE, UNCERTAIN):
+                kept.append(Evidence("Cardiomegaly", UNCERTAIN, item.phrase, item.matched, clause, item.cue))
+        return kept
 
     @staticmethod
     def _classify(start, end, cues):
         """The code of a mention at [start, end): its nearest governing cue decides, POSITIVE without one."""
-        best = None
-        for cue_start, cue_end, code, direction, text in cues:
-            if cue_start >= start and cue_end <= end:
-                distance, is_pre = 0, True
-            elif cue_end <= start and direction in (_PRE, _BOTH):
-                distance, is_pre = start - cue_end, True
-            elif cue_start >= end and direction in (_POST, _BOTH):
-                distance, is_pre = cue_start - end, False
-            else:
-                continue
-            if (
-                code == UNCERTAIN
-                and is_pre
-                and any(c[2] == NEGATIVE and c[3] != _POST and c[1] <= cue_start for c in cues)
-            ):
-                code = NEGATIVE
-            key = (distance, not is_pre)
-            if best is None or key < best[0]:
-                best = (key, code, text)
-        return (POSITIVE, None) if best is None else (best[1], best[2])
+        governing = []
+        for cue in cues:
+            if cue.start >= start and cue.end <= end:
+                governing.append(((0, False), cue))
+            elif cue.end <= start and cue.direction in (_PRE, _BOTH):
+                governing.append(((start - cue.end, False), cue))
+            elif cue.start >= end and cue.direction in (_POST, _BOTH):
+                governing.append(((cue.start - end, True), cue))
+        if not governing:
+            return POSITIVE, None
+        nearest = min(governing, key=lambda pair: pair[0])[1]
+        if nearest.code == UNCERTAIN and not nearest.strong:
+            negation = [cue for _, cue in governing if cue.code == NEGATIVE]
+            if negation:
+                return NEGATIVE, negation[0].text
+        return nearest.code, nearest.text
 
 
-@lru_cache(maxsize=1)
-def _default_labeler():
-    return RuleBasedLabeler()
+@lru_cache(maxsize=8)
+def _default_labeler(options):
+    return RuleBasedLabeler(**dict(options))
 
 
-def _labeler(extra_phrases):
-    return _default_labeler() if not extra_phrases else RuleBasedLabeler(extra_phrases=extra_phrases)
+def _labeler(extra_phrases, options):
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise TypeError(f"Unknown labeler option(s) {unknown}; expected some of {list(OPTIONS)}.")
+    if extra_phrases:
+        return RuleBasedLabeler(extra_phrases=extra_phrases, **options)
+    return _default_labeler(tuple(sorted(options.items())))
 
 
-def label_report(text, extra_phrases=None):
+def label_report(text: str, extra_phrases: dict[str, list[str]] | None = None, **options: bool) -> list[int]:
     """The 14 CheXpert codes (NOT_MENTIONED/POSITIVE/NEGATIVE/UNCERTAIN) for one raw or cleaned report.
 
-    ``extra_phrases`` (observation -> list of mention phrases) extends the built-in ``MENTION_PHRASES``.
+    ``extra_phrases`` (observation -> list of mention phrases) extends the built-in ``MENTION_PHRASES``;
+    ``options`` are the keyword options of ``RuleBasedLabeler`` (``OPTIONS``, all off by default).
     """
-    return _labeler(extra_phrases).label(text)
+    return _labeler(extra_phrases, options).label(text)
 
 
-def label_reports(texts, extra_phrases=None):
+def label_reports(texts, extra_phrases: dict[str, list[str]] | None = None, **options: bool) -> list[list[int]]:
     """``label_report`` for each report of ``texts``."""
-    labeler = _labeler(extra_phrases)
+    labeler = _labeler(extra_phrases, options)
     return [labeler.label(text) for text in texts]
 
 
-def explain_report(text, extra_phrases=None):
+def explain_report(text: str, extra_phrases: dict[str, list[str]] | None = None, **options: bool) -> list[Evidence]:
     """The evidence behind ``label_report(text)``: each matched phrase, its clause, the deciding cue and code."""
-    return _labeler(extra_phrases).explain(text)
+    return _labeler(extra_phrases, options).explain(text)

@@ -23,15 +23,22 @@ CASES = [
     ("Cardiomegaly.", {"Cardiomegaly": P, "No Finding": M}),
     ("Mild cardiomegaly.", {"Cardiomegaly": P}),
     ("Enlarged cardiac silhouette.", {"Cardiomegaly": P}),
-    ("Borderline cardiomegaly.", {"Cardiomegaly": U}),
+    # CheXpert hedges a borderline heart size, not "borderline cardiomegaly" (positive).
+    ("Borderline cardiomegaly.", {"Cardiomegaly": P}),
+    ("Borderline heart size.", {"Cardiomegaly": U}),
+    ("Stable cardiomediastinal silhouette.", {"Enlarged Cardiomediastinum": U}),
+    ("Normal and stable cardiomediastinal contours.", {"Enlarged Cardiomediastinum": N}),
+    ("Stable cardiomegaly.", {"Cardiomegaly": P}),
+    ("Heart size is at the upper limits of normal.", {"Cardiomegaly": N}),
     ("Mediastinal widening.", {"Enlarged Cardiomediastinum": P}),
+    # CheXpert: the cardiomediastinal silhouette is an Enlarged Cardiomediastinum mention, not a Cardiomegaly one.
     (
         "The cardiomediastinal silhouette is within normal limits.",
-        {"Enlarged Cardiomediastinum": N, "Cardiomegaly": N},
+        {"Enlarged Cardiomediastinum": N, "Cardiomegaly": M},
     ),
     ("No focal airspace disease.", {"Lung Opacity": N}),
     ("No focal airspace consolidation.", {"Consolidation": N, "Lung Opacity": M}),
-    ("The lungs are clear.", {"Lung Opacity": N, "Consolidation": M, "No Finding": P}),
+    ("The lungs are clear.", {"Lung Opacity": M, "Consolidation": M, "No Finding": P}),
     ("Right lower lobe opacity.", {"Lung Opacity": P}),
     ("Patchy infiltrate in the left base.", {"Lung Opacity": P}),
     ("No acute cardiopulmonary abnormality.", {"No Finding": P, "Lung Opacity": M, "Pleural Effusion": M}),
@@ -52,21 +59,59 @@ CASES = [
     ("No change in the small right pleural effusion.", {"Pleural Effusion": P}),
     ("Small pericardial effusion.", {"Pleural Effusion": M}),
     ("Pulmonary edema.", {"Edema": P}),
-    ("Mild pulmonary vascular congestion.", {"Edema": P}),
+    # CheXpert's post-negation uncertainty patterns match vascular congestion on its own.
+    ("Mild pulmonary vascular congestion.", {"Edema": U}),
+    ("No vascular congestion.", {"Edema": N}),
+    ("Congestive heart failure.", {"Edema": P, "Cardiomegaly": U}),
+    ("No evidence of CHF.", {"Edema": N, "Cardiomegaly": M}),
     ("No pulmonary edema.", {"Edema": N}),
     ("Right lower lobe pneumonia.", {"Pneumonia": P}),
-    ("Calcified granuloma in the right upper lobe.", {"Lung Lesion": P}),
+    # CheXpert: a granuloma (or calcified nodule) is no Lung Lesion, but it is a finding, so No Finding is ruled out.
+    ("Calcified granuloma in the right upper lobe.", {"Lung Lesion": M, "No Finding": M}),
+    ("Calcified nodule in the left lung.", {"Lung Lesion": M, "No Finding": M}),
+    ("Prior granulomatous disease.", {"Lung Lesion": M, "Pneumonia": M, "No Finding": M}),
+    ("Right upper lobe nodule.", {"Lung Lesion": P}),
+    ("A 2 cm mass in the left hilum.", {"Lung Lesion": P}),
+    ("Nodular opacity in the right base.", {"Lung Lesion": P, "Lung Opacity": P}),
+    ("Cavitary lesion in the left apex.", {"Lung Lesion": P}),
+    ("Massive cardiomegaly.", {"Lung Lesion": M, "Cardiomegaly": P}),
     ("No nodules or masses.", {"Lung Lesion": N}),
+    ("No suspicious pulmonary nodules.", {"Lung Lesion": N}),
     ("Healed left rib fracture.", {"Fracture": P}),
     ("Apical pleural thickening.", {"Pleural Other": P}),
-    ("Degenerative changes of the spine.", {"Fracture": M, "No Finding": P}),
+    # CheXpert's No Finding phrases: other findings rule out No Finding unless negated.
+    ("Degenerative changes of the spine.", {"Fracture": M, "No Finding": M}),
+    ("The lungs are hyperinflated.", {"No Finding": M}),
+    ("No emphysema.", {"No Finding": P}),
+    ("Blunting of the left costophrenic angle.", {"Pleural Effusion": M, "No Finding": M}),
+    ("Mild volume loss at the left base.", {"Atelectasis": M, "No Finding": M}),
+    ("Biapical pleural parenchymal scarring.", {"Pleural Other": P, "Lung Opacity": P}),
+    ("Apical pleural scarring.", {"Pleural Other": P, "Lung Opacity": M}),
+    ("Peribronchial thickening.", {"Lung Opacity": P}),
     ("Left chest wall pacemaker.", {"Support Devices": P, "No Finding": P}),
-    ("Median sternotomy wires.", {"Support Devices": P}),
+    ("Median sternotomy wires.", {"Support Devices": M}),
+    ("Platelike atelectasis at the left base.", {"Support Devices": M, "Atelectasis": P}),
+    ("Old tuberculosis.", {"Support Devices": M}),
+    ("Prosthetic aortic valve.", {"Support Devices": P}),
     ("Endotracheal tube tip 4 cm above the carina.", {"Support Devices": P}),
     ("Right PICC line in the SVC.", {"Support Devices": P}),
     ("Interval removal of the right PICC.", {"Support Devices": N}),
     ("Subsegmental atelectasis at the left base.", {"Atelectasis": P, "No Finding": M}),
-    ("Atelectasis is unlikely.", {"Atelectasis": U}),
+    # CheXpert's patterns do not hedge "likely" or "unlikely" (see extended_hedges), only "less likely".
+    ("Atelectasis is unlikely.", {"Atelectasis": P}),
+    ("Likely atelectasis.", {"Atelectasis": P}),
+    ("Pneumonia is less likely.", {"Pneumonia": U}),
+    ("No new consolidation.", {"Consolidation": U}),
+    ("Pleural effusion is not excluded.", {"Pleural Effusion": U}),
+    ("Cannot rule out a small pneumothorax.", {"Pneumothorax": U}),
+    ("Rule out pneumonia.", {"Pneumonia": N}),
+    ("History of pneumonia.", {"Pneumonia": N}),
+    ("Atelectasis or pneumonia.", {"Atelectasis": U, "Pneumonia": U}),
+    ("Pneumothorax or effusion is not seen.", {"Pneumothorax": N, "Pleural Effusion": N}),
+    ("Opacity secondary to atelectasis.", {"Lung Opacity": P, "Atelectasis": U}),
+    ("Pneumothorax is not appreciated.", {"Pneumothorax": U}),
+    ("The left base is obscured by effusion.", {"Pleural Effusion": U}),
+    ("No definite pleural effusion.", {"Pleural Effusion": N}),
 ]
 
 
@@ -142,9 +187,55 @@ def test_no_finding_rule():
     assert _code(label_report("No pneumonia."), "No Finding") == P
 
 
-def test_empty_report_mentions_nothing():
-    assert label_report("") == [M] * NUM_OBSERVATIONS
-    assert label_report("  \n ") == [M] * NUM_OBSERVATIONS
+def test_empty_report_has_no_finding_as_in_chexpert():
+    # CheXpert's aggregation starts from "no finding" and nothing in an empty report changes it.
+    expected = [P] + [M] * (NUM_OBSERVATIONS - 1)
+    assert label_report("") == expected
+    assert label_report("  \n ") == expected
+
+
+# (option, sentence, {observation: code by default}, {observation: code with the option on})
+OPTION_CASES = [
+    ("granuloma_as_lesion", "Calcified granuloma.", {"Lung Lesion": M}, {"Lung Lesion": P}),
+    ("granuloma_as_lesion", "Stable calcified nodules.", {"Lung Lesion": M}, {"Lung Lesion": P}),
+    ("granuloma_as_lesion", "No granulomas.", {"Lung Lesion": M}, {"Lung Lesion": N}),
+    ("granuloma_as_lesion", "Granulomatous disease.", {"Lung Lesion": M}, {"Lung Lesion": M}),
+    ("implied_negatives", "The lungs are clear.", {"Lung Opacity": M}, {"Lung Opacity": N}),
+    (
+        "implied_negatives",
+        "The pleural spaces are clear.",
+        {"Pleural Effusion": M, "Pneumothorax": M},
+        {"Pleural Effusion": N, "Pneumothorax": N},
+    ),
+    ("implied_negatives", "Bony structures are intact.", {"Fracture": M}, {"Fracture": N}),
+    ("implied_negatives", "Normal cardiomediastinal silhouette.", {"Cardiomegaly": M}, {"Cardiomegaly": N}),
+    ("extended_hedges", "Likely atelectasis.", {"Atelectasis": P}, {"Atelectasis": U}),
+    ("extended_hedges", "Pneumonia is unlikely.", {"Pneumonia": P}, {"Pneumonia": U}),
+    ("extended_hedges", "Findings suggestive of edema.", {"Edema": P}, {"Edema": U}),
+    ("extended_hedges", "Borderline cardiomegaly.", {"Cardiomegaly": P}, {"Cardiomegaly": U}),
+]
+
+
+@pytest.mark.parametrize(
+    "option,sentence,default,switched", OPTION_CASES, ids=[f"{c[0]}-{c[1]}" for c in OPTION_CASES]
+)
+def test_options_are_off_by_default_and_switch_one_convention(option, sentence, default, switched):
+    for options, expected in (({}, default), ({option: False}, default), ({option: True}, switched)):
+        labels = label_report(sentence, **options)
+        assert {o: _code(labels, o) for o in expected} == expected, explain_report(sentence, **options)
+    assert label_reports([sentence], **{option: True}) == [RuleBasedLabeler(**{option: True}).label(sentence)]
+
+
+def test_unknown_option_is_rejected():
+    with pytest.raises(TypeError, match="granuloma_as_lesion"):
+        label_report("Granuloma.", granuloma_lesion=True)
+
+
+def test_options_combine_with_extra_phrases():
+    labels = label_report(
+        "Calcified granuloma. Bronchiectasis.", {"Lung Opacity": ["bronchiectasis"]}, granuloma_as_lesion=True
+    )
+    assert (_code(labels, "Lung Lesion"), _code(labels, "Lung Opacity")) == (P, P)
 
 
 def test_extra_phrases_extend_mentions():

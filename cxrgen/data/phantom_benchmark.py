@@ -46,7 +46,7 @@ TEMPLATES = {
     "Cardiomegaly": {
         POSITIVE: ["There is cardiomegaly.", "The heart is enlarged."],
         NEGATIVE: ["No cardiomegaly.", "The heart is not enlarged."],
-        UNCERTAIN: ["Borderline cardiomegaly.", "Possible cardiomegaly."],
+        UNCERTAIN: ["Borderline heart size.", "Possible cardiomegaly."],
     },
     "Lung Opacity": {
         POSITIVE: ["There is a hazy opacity in the lung.", "Airspace opacity is present."],
