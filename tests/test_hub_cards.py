@@ -96,6 +96,7 @@ def test_card_body_states_research_use_phantom_data_citation_and_usage():
     assert "## Out-of-scope use" in text and "## Limitations and risks" in text
     assert "come from synthetic phantom images" in text and "pipeline check, not clinical performance" in text
     assert METRICS_SOURCE in text and "split `test`" in text
+    assert "follows the CheXpert\n  labeler's mention, negation and uncertainty conventions" in text
     assert "| BLEU-4 | 0.1710 |" in text
     assert "| learning_rate | 0.0001 |" in text and '| views | ["frontal", "lateral"] |' in text
     assert "doi       = {10.1109/TIP.2025.3568746}" in text and "eprint    = {2303.09117}" in text
