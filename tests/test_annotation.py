@@ -72,9 +72,16 @@ def test_validation_errors_name_split_entry_and_field(tmp_path, annotation, mess
         write_annotation(annotation, tmp_path / "out.json")
 
 
-def test_same_id_in_two_splits_is_allowed(tmp_path):
-    annotation = {"train": [entry("a")], "test": [entry("a")]}
-    assert read_annotation(write_annotation(annotation, tmp_path / "a.json")) == annotation
+def test_an_id_in_two_splits_is_leakage_and_an_error_naming_every_such_id(tmp_path):
+    annotation = {"train": [entry("a"), entry("b"), entry("c")], "val": [entry("b")], "test": [entry("a"), entry("d")]}
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(annotation), encoding="utf-8")
+    with pytest.raises(AnnotationError) as error:
+        read_annotation(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: 2 id(s) appear in more than one split: ")
+    assert "'a' in train and test" in message and "'b' in train and val" in message
+    assert "'c'" not in message and "'d'" not in message
 
 
 def test_dataset_dict_columns_images_and_labels(tmp_path):

@@ -61,6 +61,23 @@ def validate_annotation(annotation, source="annotation"):
                     " ids must be unique within a split."
                 )
             seen[entry["id"]] = index
+    _check_no_leakage(annotation, source)
+
+
+def _check_no_leakage(annotation, source):
+    # A study in two splits would be scored on what the model was trained (or selected) on.
+    splits_of = {}
+    for split, entries in annotation.items():
+        for entry in entries:
+            splits_of.setdefault(entry["id"], []).append(split)
+    leaked = {study: splits for study, splits in splits_of.items() if len(splits) > 1}
+    if leaked:
+        shown = "; ".join(f"'{study}' in {' and '.join(splits)}" for study, splits in list(leaked.items())[:20])
+        more = f" (and {len(leaked) - 20} more)" if len(leaked) > 20 else ""
+        raise AnnotationError(
+            f"{source}: {len(leaked)} id(s) appear in more than one split: {shown}{more}. A study belongs to exactly "
+            "one split; otherwise the test or validation scores measure studies the model was trained on."
+        )
 
 
 def _validate_entry(entry, where, split):
