@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from cxrgen.data.annotation import AnnotationError, annotation_to_dataset_dict, read_annotation, write_annotation
+from cxrgen.data.validation import ImageCheckError
 from cxrgen.labels import CHEXPERT_OBSERVATIONS, NEGATIVE, NOT_MENTIONED, POSITIVE
 
 
@@ -139,14 +140,28 @@ def test_inconsistent_extra_field_types(tmp_path):
         annotation_to_dataset_dict(annotation, tmp_path, labeler=lambda text: [0] * 14)
 
 
-def test_missing_images_are_all_counted_before_raising(tmp_path):
+def test_missing_images_are_all_listed_before_raising(tmp_path):
     make_images(tmp_path, "a/0.png")
     annotation = {"train": [entry("a"), entry("b")], "test": [entry("c", views=1)]}
-    with pytest.raises(AnnotationError) as error:
+    with pytest.raises(ImageCheckError) as error:
         annotation_to_dataset_dict(annotation, tmp_path, labeler=lambda text: [0] * 14)
     message = str(error.value)
-    assert "entry 'a'" in message and str(tmp_path / "a" / "1.png") in message
-    assert "3 other image file(s) are missing" in message
+    assert message.startswith("4 of 5 image file(s) cannot be read")
+    for split, entry_id, view in (("train", "a", 1), ("train", "b", 0), ("train", "b", 1), ("test", "c", 0)):
+        assert (
+            f"split '{split}', entry '{entry_id}': {tmp_path / entry_id / f'{view}.png'}: the file does not exist"
+            in message
+        )
+
+
+def test_skipping_the_image_check_still_requires_the_files_and_is_logged(tmp_path, caplog):
+    make_images(tmp_path, "a/0.png", "a/1.png")
+    (tmp_path / "a" / "1.png").write_bytes(b"")  # unreadable, but not decoded when the check is skipped
+    with caplog.at_level(logging.WARNING, logger="cxrgen.data.validation"):
+        dataset = annotation_to_dataset_dict({"train": [entry("a")]}, tmp_path, skip_image_check=True)
+    assert dataset["train"].num_rows == 1 and "Image check skipped" in caplog.text
+    with pytest.raises(AnnotationError, match=r"entry 'b': image file .*b.0\.png' does not exist"):
+        annotation_to_dataset_dict({"train": [entry("b")]}, tmp_path, skip_image_check=True)
 
 
 def test_empty_report_is_an_error(tmp_path):

@@ -17,11 +17,13 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
 import pyarrow as pa
 
+from cxrgen.data.validation import check_images, log_skipped_image_check
 from cxrgen.labeler import label_report
 from cxrgen.labels import NUM_OBSERVATIONS
 
@@ -157,13 +159,19 @@ def _ordered_entry(entry):
     return {key: entry[key] for key in keys}
 
 
-def annotation_to_dataset_dict(annotation_or_path, image_root, labeler=None):
+def annotation_to_dataset_dict(
+    annotation_or_path: dict | str | os.PathLike,
+    image_root: str | os.PathLike,
+    labeler: Callable[[str], list[int]] | None = None,
+    skip_image_check: bool = False,
+) -> datasets.DatasetDict:
     """Turn an annotation (object or file) into a ``DatasetDict`` with ``id``, ``images``, ``report``, ``labels``.
 
-    Image paths are resolved against ``image_root``; every file is checked before anything is built, and a missing
-    one raises an error naming the entry, the path and how many other images are missing. ``labels`` come from an
-    entry's ``labels`` field when it has one, else from ``labeler(report)`` (default:
-    :func:`cxrgen.labeler.label_report`).
+    Image paths are resolved against ``image_root``. Before anything is built every image is decoded
+    (:func:`cxrgen.data.validation.check_images`), and one error lists every missing or unreadable file with its
+    split and entry; ``skip_image_check=True`` (for data checked before) only checks that the files exist, and says
+    so in the log. ``labels`` come from an entry's ``labels`` field when it has one, else from ``labeler(report)``
+    (default: :func:`cxrgen.labeler.label_report`).
     """
     if isinstance(annotation_or_path, dict):
         annotation = annotation_or_path
@@ -172,7 +180,15 @@ def annotation_to_dataset_dict(annotation_or_path, image_root, labeler=None):
         annotation = read_annotation(annotation_or_path)
     image_root = Path(image_root)
     _check_reports(annotation)
-    resolved = _resolve_images(annotation, image_root)
+    if skip_image_check:
+        log_skipped_image_check(image_root)
+        _check_images_exist(annotation, image_root)
+    else:
+        check_images(annotation, image_root)
+    resolved = {
+        split: [[os.path.abspath(image_root / relative) for relative in entry["image_path"]] for entry in entries]
+        for split, entries in annotation.items()
+    }
     if labeler is None:
         labeler = label_report
 
@@ -226,21 +242,20 @@ def _check_reports(annotation):
         )
 
 
-def _resolve_images(annotation, image_root):
-    resolved, missing = {}, []
-    for split, entries in annotation.items():
-        resolved[split] = []
-        for entry in entries:
-            paths = [os.path.abspath(image_root / relative) for relative in entry["image_path"]]
-            missing.extend((split, entry["id"], path) for path in paths if not os.path.isfile(path))
-            resolved[split].append(paths)
+def _check_images_exist(annotation, image_root):
+    missing = [
+        (split, entry["id"], path)
+        for split, entries in annotation.items()
+        for entry in entries
+        for path in (os.path.abspath(image_root / relative) for relative in entry["image_path"])
+        if not os.path.isfile(path)
+    ]
     if missing:
         split, entry_id, path = missing[0]
         raise AnnotationError(
             f"Split '{split}', entry '{entry_id}': image file '{path}' does not exist "
             f"({len(missing) - 1} other image file(s) are missing too; image root '{image_root}')."
         )
-    return resolved
 
 
 def _extra_fields(split, entries):
