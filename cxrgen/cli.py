@@ -1,15 +1,33 @@
-"""The ``cxrgen`` command. Each subcommand parses its arguments and calls the package; no logic lives here."""
+"""The ``cxrgen`` command. Each subcommand parses its arguments and calls the package; no logic lives here.
+
+Errors in what the user gave (files, folders, arguments: ``ValueError`` and file-system errors, which the package
+raises with a message naming the file or field) are printed as one message on stderr with exit code 2; ``--debug``
+shows their traceback. Anything else is a bug and ends with its traceback and exit code 1.
+"""
 
 import argparse
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 
 from .methods import DEFAULT_METHOD, METHODS, stage_names
 
+# Raised by the package for bad input, with a message naming the file or field (see the module docstring).
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
-def _prepare(args):
+
+def _check_prepared_images(annotation: dict, image_root, skip: bool) -> None:
+    from .data.validation import check_images, log_skipped_image_check
+
+    if skip:
+        log_skipped_image_check(image_root)
+    else:
+        check_images(annotation, image_root)
+
+
+def _prepare(args: argparse.Namespace) -> None:
     from .data.annotation import write_annotation
 
     if args.dataset == "iu-xray":
@@ -18,11 +36,15 @@ def _prepare(args):
         annotation = convert_iu_xray(
             reports_source=args.reports, images_dir=args.images, split=args.split, seed=args.seed
         )
+        # Without --images the paths are R2Gen's <id>/<view>.png names, whose files are not here to check.
+        if args.images is not None:
+            _check_prepared_images(annotation, args.images, args.skip_image_check)
         path = write_annotation(annotation, args.output)
     elif args.dataset == "mimic-cxr":
         from .data.mimic_cxr import convert_mimic_cxr
 
         annotation = convert_mimic_cxr(args.root, all_frontal_images=args.all_frontal)
+        _check_prepared_images(annotation, args.root, args.skip_image_check)
         path = write_annotation(annotation, args.output)
     else:
         from .data.phantom_benchmark import build_phantom_benchmark
@@ -33,7 +55,7 @@ def _prepare(args):
     print(f"Wrote {path}")
 
 
-def _evaluate(args):
+def _evaluate(args: argparse.Namespace) -> None:
     from .evaluation.metrics import evaluate_reports, format_metrics_table
     from .evaluation.predictions import read_predictions
 
@@ -43,20 +65,30 @@ def _evaluate(args):
     for option in ("data", "images", "batch_size", "num_beams", "max_new_tokens"):
         if getattr(args, option) is not None:
             raise ValueError(f"--{option.replace('_', '-')} is only used with --model, not with --predictions.")
-    records = read_predictions(args.predictions)
+    for option in ("allow_pickle", "skip_image_check"):
+        if getattr(args, option):
+            raise ValueError(f"--{option.replace('_', '-')} is only used with --model, not with --predictions.")
+    records = read_predictions(args.predictions, allow_empty_predictions=args.allow_empty_predictions)
     result = evaluate_reports([r["prediction"] for r in records], [r["reference"] for r in records])
+    # The light path: the truncation summary is counted here rather than importing the report module (torch).
+    truncated = [record["id"] for record in records if record.get("truncated")]
+    result["predictions"] = {"num_truncated": len(truncated), "truncated_ids": truncated}
     print(format_metrics_table(result))
+    if truncated:
+        print(f"\n{len(truncated)} of {len(records)} predictions were cut at the generation length limit.")
     output = Path(args.output) if args.output else Path(args.predictions).with_suffix(".metrics.json")
     output.write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(f"Wrote {output}")
 
 
-def _evaluate_model(args):
+def _evaluate_model(args: argparse.Namespace) -> None:
     from .evaluation.metrics import format_metrics_table
-    from .evaluation.report import evaluate_model
+    from .evaluation.report import evaluate_model, truncation_note
 
     if args.data is None or args.images is None:
         raise ValueError("--model needs --data (annotation.json) and --images (the image root of its paths).")
+    if args.allow_empty_predictions:
+        raise ValueError("--allow-empty-predictions is only used with --predictions, not with --model.")
     result = evaluate_model(
         args.model,
         args.data,
@@ -66,23 +98,28 @@ def _evaluate_model(args):
         batch_size=args.batch_size or 16,
         num_beams=args.num_beams,
         max_new_tokens=args.max_new_tokens,
+        allow_pickle=args.allow_pickle,
+        skip_image_check=args.skip_image_check,
     )
     print(format_metrics_table(result["metrics"]))
+    note = truncation_note(result["metrics"])
+    if note:
+        print(f"\n{note}")
     for path in result["paths"].values():
         print(f"Wrote {path}")
 
 
-def _generate(args):
+def _generate(args: argparse.Namespace) -> None:
     from .inference import format_generation, generate_reports, load_generator
 
-    generator = load_generator(args.model)
+    generator = load_generator(args.model, allow_pickle=args.allow_pickle)
     result = generate_reports(generator, [args.images], num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)[
         0
     ]
     print(json.dumps(result, indent=2) if args.json else format_generation(result))
 
 
-def _push(args):
+def _push(args: argparse.Namespace) -> None:
     from .hub_cards.publish import push_model_folder
 
     folder = Path(args.model)
@@ -96,7 +133,7 @@ def _push(args):
     print(f"Pushed {folder} to {args.repo}: {commit.commit_url}")
 
 
-def _train(args, trainer_args):
+def _train(args: argparse.Namespace, trainer_args: list[str]) -> None:
     from .trainers.common import get_stage
 
     run = get_stage(args.stage)
@@ -106,7 +143,7 @@ def _train(args, trainer_args):
     print(f"Wrote {output}")
 
 
-def _demo(args):
+def _demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
     run_demo(
@@ -121,16 +158,35 @@ def _demo(args):
     )
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``cxrgen`` command."""
     names = " or ".join(method.display_name for method in METHODS.values())
     with_findings = ", ".join(method.display_name for method in METHODS.values() if method.structured_findings)
+    # Every command takes --debug; argparse only allows an option after the command when its own parser has it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error, not only its message")
+    image_check = argparse.ArgumentParser(add_help=False)
+    image_check.add_argument(
+        "--skip-image-check",
+        action="store_true",
+        help="do not decode every image before starting (for data checked before; unreadable files then fail late)",
+    )
+    pickle = argparse.ArgumentParser(add_help=False)
+    pickle.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load pickle weights (pytorch_model.bin) when the folder has no safetensors; only for trusted files",
+    )
     parser = argparse.ArgumentParser(prog="cxrgen", description="Chest X-ray radiology report generation.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     prepare = commands.add_parser("prepare", help="build an R2Gen annotation.json (and images for phantom data)")
     datasets = prepare.add_subparsers(dest="dataset", required=True)
-    iu = datasets.add_parser("iu-xray", help="IU-Xray from the official NLM report archive (R2Gen protocol)")
+    iu = datasets.add_parser(
+        "iu-xray",
+        help="IU-Xray from the official NLM report archive (R2Gen protocol)",
+        parents=[common, image_check],
+    )
     iu.add_argument(
         "--reports", help="NLMCXR_reports.tgz or its extracted folder (default: the copy torchxrayvision ships)"
     )
@@ -143,11 +199,15 @@ def build_parser():
     )
     iu.add_argument("--seed", type=int, default=42, help="seed of --split seeded")
     iu.add_argument("--output", required=True, help="annotation.json to write")
-    mimic = datasets.add_parser("mimic-cxr", help="MIMIC-CXR-JPG from its official CSVs and report files")
+    mimic = datasets.add_parser(
+        "mimic-cxr", help="MIMIC-CXR-JPG from its official CSVs and report files", parents=[common, image_check]
+    )
     mimic.add_argument("--root", required=True, help="folder with the mimic-cxr-2.0.0-*.csv(.gz) files and files/")
     mimic.add_argument("--all-frontal", action="store_true", help="keep every frontal image, not one per study")
     mimic.add_argument("--output", required=True, help="annotation.json to write")
-    phantom = datasets.add_parser("phantom", help="synthetic phantom radiographs with real or templated reports")
+    phantom = datasets.add_parser(
+        "phantom", help="synthetic phantom radiographs with real or templated reports", parents=[common]
+    )
     phantom.add_argument("--output", required=True, help="folder for annotation.json and images/")
     phantom.add_argument("--source", choices=["auto", "iu", "synthetic"], default="auto")
     phantom.add_argument("--image-size", type=int, default=224)
@@ -158,6 +218,7 @@ def build_parser():
     evaluate = commands.add_parser(
         "evaluate",
         help="score reports (NLG and clinical efficacy): a predictions file, or a model run on an annotation split",
+        parents=[common, image_check, pickle],
     )
     source = evaluate.add_mutually_exclusive_group(required=True)
     source.add_argument("--predictions", help="JSONL with id, prediction, reference per line")
@@ -175,9 +236,16 @@ def build_parser():
         help="with --predictions: the metrics JSON to write (default: next to the predictions); with --model: the "
         "folder for predictions.jsonl, metrics.json, report.md (default: <model>/evaluation-<split>)",
     )
+    evaluate.add_argument(
+        "--allow-empty-predictions",
+        action="store_true",
+        help="with --predictions: score an empty prediction (zero overlap) instead of refusing the file",
+    )
     evaluate.set_defaults(handler=_evaluate)
 
-    generate = commands.add_parser("generate", help="write the report of one study with a saved model")
+    generate = commands.add_parser(
+        "generate", help="write the report of one study with a saved model", parents=[common, pickle]
+    )
     generate.add_argument("--model", required=True, help=f"a saved {names} model folder")
     generate.add_argument("images", nargs="+", metavar="IMAGE", help="the study's images, frontal first")
     generate.add_argument("--num-beams", type=int, help="override the model's generation_config")
@@ -187,7 +255,9 @@ def build_parser():
     )
     generate.set_defaults(handler=_generate)
 
-    push = commands.add_parser("push", help="publish a saved model folder with its card to the Hugging Face Hub")
+    push = commands.add_parser(
+        "push", help="publish a saved model folder with its card to the Hugging Face Hub", parents=[common]
+    )
     push.add_argument("--model", required=True, help="the model folder (weights, processor, remote code, README.md)")
     push.add_argument("--repo", required=True, help="the Hub repository id, org/name (created when missing)")
     push.add_argument("--private", action="store_true", help="create the repository as private")
@@ -199,6 +269,7 @@ def build_parser():
         help="train one stage (Trainer arguments such as --learning_rate or --report_to pass through)",
         description="Train one stage. Any further --<name> <value> is a transformers TrainingArguments field "
         "(e.g. --learning_rate 1e-4 --report_to tensorboard); it overrides the config's 'training' section.",
+        parents=[common],
     )
     train.add_argument("stage", choices=stage_names(), help="the training stage")
     train.add_argument(
@@ -212,7 +283,9 @@ def build_parser():
     train.set_defaults(handler=_train, passes_unknown_args=True)
 
     demo = commands.add_parser(
-        "demo", help="offline end-to-end run on phantom data: build, train, evaluate against baselines (CPU, minutes)"
+        "demo",
+        help="offline end-to-end run on phantom data: build, train, evaluate against baselines (CPU, minutes)",
+        parents=[common],
     )
     demo.add_argument(
         "--model",
@@ -241,8 +314,8 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    """Entry point of the ``cxrgen`` console script."""
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cxrgen`` console script; returns the exit code (2 for a user error, see above)."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown and not getattr(args, "passes_unknown_args", False):
@@ -250,7 +323,9 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         args.handler(args, unknown) if getattr(args, "passes_unknown_args", False) else args.handler(args)
-    except (ValueError, FileNotFoundError) as error:
+    except USER_ERRORS as error:
+        if args.debug:
+            traceback.print_exc()
         print(f"cxrgen {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModel, AutoProcessor
+from transformers import AutoProcessor
 
 from cxrgen.methods import METHODS, get_method, resolve
 from cxrgen.modeling import read_model_config
+from cxrgen.modeling.loading import load_model_folder
 
 
 def _class_name(path):
@@ -29,12 +30,16 @@ class ReportGenerator:
     folder: Path
 
 
-def load_generator(folder, device="cpu"):
+def load_generator(folder, device="cpu", allow_pickle=False):
     """Load a saved report-generating model folder of a registered method (config, safetensors weights, processor).
+
+    Pickle weights (``pytorch_model.bin``) are refused unless ``allow_pickle``.
 
     Raises:
         FileNotFoundError: the folder or its config.json is missing.
         ValueError: the folder holds another kind of model (e.g. a pre-training checkpoint) or no processor.
+        cxrgen.modeling.loading.ModelFolderError: no weights, pickle weights only, or weights that do not fit
+            config.json (a ``ValueError`` too).
     """
     folder = Path(folder)
     config_path = folder / "config.json"
@@ -54,7 +59,7 @@ def load_generator(folder, device="cpu"):
         raise ValueError(
             f"{folder} has no processor_config.json: save the processor (images + tokenizer) with the model."
         )
-    model = AutoModel.from_pretrained(folder).to(device).eval()
+    model = load_model_folder(folder, allow_pickle=allow_pickle).to(device).eval()
     processor = AutoProcessor.from_pretrained(folder)
     if not isinstance(processor, resolve(method.processor)):
         raise ValueError(f"{folder}: expected a {_class_name(method.processor)}, found a {type(processor).__name__}.")

@@ -1,13 +1,23 @@
-"""Reading and writing prediction files: JSON Lines with one study per line (``id``, ``prediction``, ``reference``)."""
+"""Reading and writing prediction files: JSON Lines with one study per line (``id``, ``prediction``, ``reference``).
+
+A line may also say ``"truncated": true`` (the prediction was cut at the generation length limit, as
+:func:`cxrgen.evaluation.report.evaluate_model` writes it); other fields are kept as they are.
+"""
 
 import json
+import os
 from pathlib import Path
 
 REQUIRED_FIELDS = ("id", "prediction", "reference")
 
 
-def read_predictions(path):
-    """Read a predictions JSONL file into a list of dicts, checking every line has string id/prediction/reference."""
+def read_predictions(path: str | os.PathLike, allow_empty_predictions: bool = False) -> list[dict]:
+    """Read a predictions JSONL file into a list of dicts, checking every line has string id/prediction/reference.
+
+    An empty (or whitespace-only) reference is an error: it cannot be scored against. So is an empty prediction,
+    which usually means generation failed, unless ``allow_empty_predictions`` (it then scores zero overlap).
+    Errors name the file and the line.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Predictions file not found: {path}")
@@ -27,6 +37,21 @@ def read_predictions(path):
                     raise ValueError(
                         f"{path}, line {line_number}: field '{field}' must be a string, got {record.get(field)!r}."
                     )
+            if not record["reference"].strip():
+                raise ValueError(
+                    f"{path}, line {line_number} (id '{record['id']}'): the reference is empty; every study needs "
+                    "the report it is scored against."
+                )
+            if not record["prediction"].strip() and not allow_empty_predictions:
+                raise ValueError(
+                    f"{path}, line {line_number} (id '{record['id']}'): the prediction is empty, which usually means "
+                    "generation failed; pass --allow-empty-predictions (allow_empty_predictions=True) to score it "
+                    "as a report that says nothing."
+                )
+            if not isinstance(record.get("truncated", False), bool):
+                raise ValueError(
+                    f"{path}, line {line_number}: field 'truncated' must be true or false, got {record['truncated']!r}."
+                )
             if record["id"] in seen:
                 raise ValueError(f"{path}, line {line_number}: duplicate id '{record['id']}'.")
             seen.add(record["id"])
@@ -36,7 +61,7 @@ def read_predictions(path):
     return records
 
 
-def write_predictions(records, path):
+def write_predictions(records: list[dict], path: str | os.PathLike) -> Path:
     """Write prediction records (dicts with at least id, prediction, reference) as JSON Lines."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
