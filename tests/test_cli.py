@@ -159,6 +159,21 @@ def test_evaluate_model_writes_predictions_metrics_and_report(cmcrl_folder, phan
     assert len(thumbnails) == 2 * min(3, len(records)) and f"(examples/{thumbnails[0]})" in report
 
 
+def test_evaluate_model_reports_predictions_cut_at_the_length_limit(
+    cmcrl_folder, phantom, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))
+    argv = ["evaluate", "--model", cmcrl_folder, "--data", phantom[0], "--images", phantom[1], "--num-beams", "1"]
+    code, out, _ = run([*argv, "--output", tmp_path / "cut", "--max-new-tokens", "2"], capsys)
+    records = read_predictions(tmp_path / "cut" / "predictions.jsonl", allow_empty_predictions=True)
+    # Two new tokens are too few for any report of the untrained model to end with its [EOS].
+    assert code == 0 and all(record["truncated"] for record in records)
+    metrics = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert metrics["predictions"] == {"num_truncated": len(records), "truncated_ids": [r["id"] for r in records]}
+    assert f"{len(records)} of {len(records)} predictions reached the generation length limit" in out
+    assert "reached the generation length limit" in (tmp_path / "cut" / "report.md").read_text()
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
