@@ -10,6 +10,7 @@ collator's seed and the ids of the batch's rows, never from the global random st
 exactly as the uninterrupted run did.
 """
 
+import os
 import zlib
 
 import datasets
@@ -24,15 +25,47 @@ def _batch_generator(seed, rows):
     return torch.Generator().manual_seed(zlib.crc32(key.encode("utf-8")))
 
 
-def _check_rows(rows, fields=("id", "images", "report")):
+def view_name(view) -> str:
+    """How an error names one view of a row: its file path (a path, a ``datasets`` image dict or a PIL image read
+    from a file), else its type."""
+    if isinstance(view, (str, os.PathLike)):
+        return str(view)
+    if isinstance(view, dict) and view.get("path"):
+        return view["path"]
+    return getattr(view, "filename", "") or f"<{type(view).__name__}>"
+
+
+def study_description(row: dict) -> str:
+    """``study '<id>' (files a.png, b.png)``: a row named as the user knows it, never by its batch position."""
+    return f"study {row['id']!r} (files {', '.join(view_name(view) for view in row['images'])})"
+
+
+def check_rows(rows: list[dict], fields=("id", "images", "report"), max_views: int | None = None) -> None:
+    """Raise ``ValueError`` naming the study (id and files) of a row without ``fields`` (which include ``images``),
+    without views, or with more than ``max_views`` views."""
     for index, row in enumerate(rows):
+        if "id" not in row:
+            raise ValueError(f"Batch row {index}: missing field 'id'; expected rows with {', '.join(fields)}.")
         for field in fields:
             if field not in row:
                 raise ValueError(
-                    f"Batch row {index}: missing field {field!r}; expected rows with {', '.join(fields)}."
+                    f"Study {row['id']!r}: missing field {field!r}; expected rows with {', '.join(fields)}."
                 )
         if not row["images"]:
-            raise ValueError(f"Batch row {index} (id {row['id']!r}): 'images' is empty; expected at least one view.")
+            raise ValueError(f"Study {row['id']!r}: 'images' is empty; expected at least one view.")
+        if max_views is not None and len(row["images"]) > max_views:
+            raise ValueError(
+                f"{study_description(row).capitalize()} has {len(row['images'])} views, more than the {max_views} "
+                "the model takes (num_views); drop the extra views from the annotation "
+                "(cxrgen.data.validation.check_views_per_study finds them all before training)."
+            )
+
+
+def processor_num_views(processor, num_views: int | None = None) -> int | None:
+    """The most views a batch may give ``processor``: ``num_views`` when set, else its image processor's."""
+    if num_views is not None:
+        return num_views
+    return getattr(getattr(processor, "image_processor", processor), "num_views", None)
 
 
 class StudyCollator:
@@ -56,7 +89,7 @@ class StudyCollator:
         return {"do_augment": True, "generator": _batch_generator(self.augment_seed, rows)}
 
     def __call__(self, rows):
-        _check_rows(rows)
+        check_rows(rows, max_views=processor_num_views(self.processor, self.num_views))
         return self.processor(
             images=[list(row["images"]) for row in rows],
             text=[row["report"] for row in rows],
@@ -75,11 +108,11 @@ class PretrainingCollator(StudyCollator):
         super().__init__(processor, num_views=1, max_length=max_length, augment_seed=augment_seed)
 
     def __call__(self, rows):
-        _check_rows(rows)
-        for index, row in enumerate(rows):
+        check_rows(rows)
+        for row in rows:
             if len(row["images"]) != 1:
                 raise ValueError(
-                    f"Batch row {index} (id {row['id']!r}) has {len(row['images'])} views; RadCARE pre-trains on "
+                    f"{study_description(row).capitalize()} has {len(row['images'])} views; RadCARE pre-trains on "
                     "single images: split the studies with cxrgen.data.collators.split_views first."
                 )
         batch = self.processor(images=[row["images"] for row in rows], num_views=1, **self._image_kwargs(rows))
@@ -99,7 +132,7 @@ class ObservationCollator(StudyCollator):
         super().__init__(image_processor, num_views=1, augment_seed=augment_seed)
 
     def __call__(self, rows):
-        _check_rows(rows, ("id", "images", "labels"))
+        check_rows(rows, ("id", "images", "labels"), max_views=1)
         pixels = self.processor(images=[row["images"] for row in rows], num_views=1, **self._image_kwargs(rows))
         labels = torch.tensor([binarize(row["labels"]) for row in rows], dtype=torch.float32)
         return {"pixel_values": pixels["pixel_values"][:, 0], "labels": labels}
@@ -151,4 +184,14 @@ class TaskSchedule:
         return self.tasks[int(rng.choice(len(self.tasks), p=self.probabilities))]
 
 
-__all__ = ["PretrainingCollator", "StudyCollator", "TaskSchedule", "split_views"]
+__all__ = [
+    "ObservationCollator",
+    "PretrainingCollator",
+    "StudyCollator",
+    "TaskSchedule",
+    "check_rows",
+    "processor_num_views",
+    "split_views",
+    "study_description",
+    "view_name",
+]

@@ -20,6 +20,7 @@ import zlib
 
 import torch
 
+from cxrgen.data.collators import check_rows, processor_num_views
 from cxrgen.labeler import label_report, split_sentences
 from cxrgen.labels import NUM_OBSERVATIONS
 from cxrgen.modeling.trrg.modeling_trrg import sample_report_sentences
@@ -92,6 +93,7 @@ class TrrgContrastiveCollator:
         return sentences[index], labels[index]
 
     def __call__(self, rows):
+        check_rows(rows, max_views=processor_num_views(self.image_processor, self.num_views))
         sentences, finding_labels = zip(*(self.sample(row) for row in rows))
         batch = dict(
             self.image_processor([row["images"] for row in rows], num_views=self.num_views, return_tensors="pt")
@@ -115,6 +117,7 @@ class TrrgCollator:
         self.num_views = num_views
 
     def __call__(self, rows):
+        check_rows(rows, ("id", "images", "report", "labels"), processor_num_views(self.processor, self.num_views))
         batch = self.processor(
             images=[row["images"] for row in rows],
             reports=[row["report"] for row in rows],
