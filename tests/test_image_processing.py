@@ -115,6 +115,55 @@ def test_exif_orientation_is_applied_the_same_way_for_training_and_inference(tmp
     )
 
 
+def dataset_and_file_pixel_values(tmp_path, names, size=(16, 16)):
+    """``pixel_values`` of each file read through the training path (the dataset builder's decoded image, then the
+    processor) and through the inference path (the processor given the path)."""
+    from cxrgen.data.annotation import annotation_to_dataset_dict
+
+    annotation = {"train": [{"id": name, "report": "The lungs are clear.", "image_path": [name]} for name in names]}
+    rows = annotation_to_dataset_dict(annotation, tmp_path, labeler=lambda text: [0] * 14)["train"]
+    processor = CxrImageProcessor(size={"height": size[0], "width": size[1]})
+    training = processor(images=[list(row["images"]) for row in rows], return_tensors="pt")["pixel_values"]
+    inference = processor(images=[[str(tmp_path / name)] for name in names], return_tensors="pt")["pixel_values"]
+    return training, inference
+
+
+def blocks(shape=(32, 48), seed=0):
+    """8x8 blocks of one value each: JPEG stores them without loss, in any orientation."""
+    rng = np.random.default_rng(seed)
+    return np.kron(rng.integers(0, 256, (shape[0] // 8, shape[1] // 8)), np.ones((8, 8))).astype(np.uint8)
+
+
+def test_exif_rotated_jpeg_gives_the_pixel_values_of_the_upright_image_in_training_and_inference(tmp_path):
+    upright = blocks()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the viewer turns the stored pixels 90 degrees clockwise
+    Image.fromarray(np.rot90(upright, k=1)).save(tmp_path / "rotated.jpg", quality=100, subsampling=0, exif=exif)
+    Image.fromarray(upright).save(tmp_path / "upright.jpg", quality=100, subsampling=0)
+    training, inference = dataset_and_file_pixel_values(tmp_path, ["rotated.jpg", "upright.jpg"], size=(32, 48))
+    torch.testing.assert_close(training, inference, rtol=0, atol=0)
+    torch.testing.assert_close(inference[0], inference[1], rtol=0, atol=0)
+
+
+def test_cmyk_jpeg_la_png_and_narrow_16bit_png_read_the_same_in_training_and_inference(tmp_path):
+    Image.fromarray(np.stack([blocks(seed=1)] * 4, axis=-1), mode="CMYK").save(tmp_path / "cmyk.jpg", quality=100)
+    Image.merge("LA", [Image.fromarray(blocks(seed=2)), Image.new("L", (48, 32), 7)]).save(tmp_path / "la.png")
+    narrow = np.linspace(100, 900, 32 * 48).reshape(32, 48).astype(np.uint16)
+    Image.fromarray(narrow).save(tmp_path / "narrow16.png")
+    assert (mode_of(tmp_path / "cmyk.jpg"), mode_of(tmp_path / "la.png")) == ("CMYK", "LA")
+    assert mode_of(tmp_path / "narrow16.png").startswith("I")
+
+    names = ["cmyk.jpg", "la.png", "narrow16.png"]
+    training, inference = dataset_and_file_pixel_values(tmp_path, names, size=(32, 48))
+    torch.testing.assert_close(training, inference, rtol=0, atol=0)
+    # What each view is read as: alpha dropped, 16-bit scaled by 255 / 65535 (100..900 -> 0..4), never clipped.
+    assert np.array_equal(pixels(load_image(tmp_path / "la.png"))[..., 0], blocks(seed=2))
+    expected = np.round(narrow * (255 / 65535)).astype(np.uint8)
+    assert np.array_equal(pixels(load_image(tmp_path / "narrow16.png"))[..., 0], expected)
+    assert expected.min() == 0 and expected.max() == 4
+    assert pixels(load_image(tmp_path / "cmyk.jpg")).shape == (32, 48, 3)
+
+
 def test_numpy_arrays():
     assert (pixels(load_image(np.full((4, 5), 0.5))) == 128).all()
     assert (pixels(load_image(np.ones((4, 5, 1), dtype=bool))) == 255).all()
