@@ -38,7 +38,7 @@ class AnnotationError(ValueError):
     """An annotation file or object that does not follow the R2Gen format."""
 
 
-def validate_annotation(annotation, source="annotation"):
+def validate_annotation(annotation: object, source: str = "annotation") -> None:
     """Check the structure of an annotation object; raise :class:`AnnotationError` naming ``source`` and the field."""
     if not isinstance(annotation, dict):
         raise AnnotationError(
@@ -104,7 +104,7 @@ def _validate_entry(entry, where, split):
         check_labels(entry["labels"], f"{where}: field 'labels'")
 
 
-def check_labels(labels, where):
+def check_labels(labels: object, where: str) -> None:
     """Raise :class:`AnnotationError` unless ``labels`` is a list of 14 integer mention codes in 0..3."""
     if (
         not isinstance(labels, (list, tuple))
@@ -114,7 +114,7 @@ def check_labels(labels, where):
         raise AnnotationError(f"{where}: expected a list of {NUM_OBSERVATIONS} integer codes in 0..3, got {labels!r}.")
 
 
-def read_annotation(path):
+def read_annotation(path: str | os.PathLike) -> dict:
     """Read and validate an R2Gen ``annotation.json``; errors name the file and the offending split/entry/field."""
     path = Path(path)
     try:
@@ -131,7 +131,7 @@ def read_annotation(path):
     return annotation
 
 
-def write_annotation(annotation, path):
+def write_annotation(annotation: dict, path: str | os.PathLike) -> Path:
     """Validate and write ``annotation`` as pretty JSON (splits in train/val/test order, entry keys in a fixed order).
 
     The file is replaced atomically, so an interrupted write never leaves a truncated annotation behind.

@@ -12,10 +12,12 @@ exactly as the uninterrupted run did.
 
 import os
 import zlib
+from collections.abc import Sequence
 
 import datasets
 import numpy as np
 import torch
+from transformers import BaseImageProcessor, BatchFeature, ProcessorMixin
 
 from cxrgen.labels import binarize
 
@@ -25,7 +27,7 @@ def _batch_generator(seed, rows):
     return torch.Generator().manual_seed(zlib.crc32(key.encode("utf-8")))
 
 
-def view_name(view) -> str:
+def view_name(view: object) -> str:
     """How an error names one view of a row: its file path (a path, a ``datasets`` image dict or a PIL image read
     from a file), else its type."""
     if isinstance(view, (str, os.PathLike)):
@@ -40,7 +42,9 @@ def study_description(row: dict) -> str:
     return f"study {row['id']!r} (files {', '.join(view_name(view) for view in row['images'])})"
 
 
-def check_rows(rows: list[dict], fields=("id", "images", "report"), max_views: int | None = None) -> None:
+def check_rows(
+    rows: list[dict], fields: tuple[str, ...] = ("id", "images", "report"), max_views: int | None = None
+) -> None:
     """Raise ``ValueError`` naming the study (id and files) of a row without ``fields`` (which include ``images``),
     without views, or with more than ``max_views`` views."""
     for index, row in enumerate(rows):
@@ -61,7 +65,7 @@ def check_rows(rows: list[dict], fields=("id", "images", "report"), max_views: i
             )
 
 
-def processor_num_views(processor, num_views: int | None = None) -> int | None:
+def processor_num_views(processor: object, num_views: int | None = None) -> int | None:
     """The most views a batch may give ``processor``: ``num_views`` when set, else its image processor's."""
     if num_views is not None:
         return num_views
@@ -77,7 +81,13 @@ class StudyCollator:
     (``do_augment``), seeded per batch (see the module docstring); ``None`` means no augmentation.
     """
 
-    def __init__(self, processor, num_views=None, max_length=None, augment_seed=None):
+    def __init__(
+        self,
+        processor: ProcessorMixin,
+        num_views: int | None = None,
+        max_length: int | None = None,
+        augment_seed: int | None = None,
+    ):
         self.processor = processor
         self.num_views = num_views
         self.max_length = max_length
@@ -88,7 +98,7 @@ class StudyCollator:
             return {}
         return {"do_augment": True, "generator": _batch_generator(self.augment_seed, rows)}
 
-    def __call__(self, rows):
+    def __call__(self, rows: list[dict]) -> BatchFeature:
         check_rows(rows, max_views=processor_num_views(self.processor, self.num_views))
         return self.processor(
             images=[list(row["images"]) for row in rows],
@@ -104,10 +114,10 @@ class PretrainingCollator(StudyCollator):
     [EOS] [PAD]...) and ``attention_mask``. Reports are cleaned and tokenized by the processor, truncated to
     ``max_length`` tokens (keeping [EOS]). Split studies into single views first (:func:`split_views`)."""
 
-    def __init__(self, processor, max_length=None, augment_seed=None):
+    def __init__(self, processor: ProcessorMixin, max_length: int | None = None, augment_seed: int | None = None):
         super().__init__(processor, num_views=1, max_length=max_length, augment_seed=augment_seed)
 
-    def __call__(self, rows):
+    def __call__(self, rows: list[dict]) -> BatchFeature:
         check_rows(rows)
         for row in rows:
             if len(row["images"]) != 1:
@@ -128,17 +138,17 @@ class ObservationCollator(StudyCollator):
     (B, 14), 1 for the positive observations of the view's study. ``image_processor`` is a ``CxrImageProcessor``;
     ``augment_seed`` as in :class:`StudyCollator`."""
 
-    def __init__(self, image_processor, augment_seed=None):
+    def __init__(self, image_processor: BaseImageProcessor, augment_seed: int | None = None):
         super().__init__(image_processor, num_views=1, augment_seed=augment_seed)
 
-    def __call__(self, rows):
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         check_rows(rows, ("id", "images", "labels"), max_views=1)
         pixels = self.processor(images=[row["images"] for row in rows], num_views=1, **self._image_kwargs(rows))
         labels = torch.tensor([binarize(row["labels"]) for row in rows], dtype=torch.float32)
         return {"pixel_values": pixels["pixel_values"][:, 0], "labels": labels}
 
 
-def split_views(dataset):
+def split_views(dataset: datasets.Dataset) -> datasets.Dataset:
     """One row per view: a study ``id`` with V views becomes rows ``id#0`` .. ``id#{V-1}``, each with one image, the
     study's report and its ``labels`` when the dataset has them (other columns are dropped). Images stay undecoded
     while splitting, so nothing is re-encoded."""
@@ -168,7 +178,7 @@ class TaskSchedule:
     run resumed from a checkpoint continues the task sequence of the uninterrupted run.
     """
 
-    def __init__(self, tasks, probabilities, seed):
+    def __init__(self, tasks: Sequence[str], probabilities: Sequence[float], seed: int):
         probabilities = np.asarray(probabilities, dtype=np.float64)
         if len(tasks) != len(probabilities) or (probabilities < 0).any() or probabilities.sum() <= 0:
             raise ValueError(
@@ -178,7 +188,7 @@ class TaskSchedule:
         self.probabilities = probabilities / probabilities.sum()
         self.seed = seed
 
-    def task(self, step, micro_batch=0):
+    def task(self, step: int, micro_batch: int = 0) -> str:
         """The task of micro-batch ``micro_batch`` of optimizer step ``step``."""
         rng = np.random.default_rng([self.seed, step, micro_batch])
         return self.tasks[int(rng.choice(len(self.tasks), p=self.probabilities))]

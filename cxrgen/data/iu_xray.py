@@ -32,6 +32,7 @@ import random
 import re
 import tarfile
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cxrgen.data.annotation import SPLITS
@@ -50,7 +51,7 @@ class IUXrayError(ValueError):
     """Malformed or inconsistent IU-Xray input."""
 
 
-def find_nlm_reports_archive():
+def find_nlm_reports_archive() -> Path | None:
     """The ``NLMCXR_reports.tgz`` shipped in the installed ``torchxrayvision`` package, or ``None``.
 
     The package is located without being imported: importing it requires torchvision, which is not installed.
@@ -65,7 +66,7 @@ def find_nlm_reports_archive():
     return None
 
 
-def read_nlm_reports(source):
+def read_nlm_reports(source: str | Path) -> list[dict]:
     """Parse every report XML of an NLM archive (``.tgz``) or folder into a list of study dicts, sorted by file name.
 
     Each dict has ``file``, ``uid``, ``findings``, ``impression``, ``indication``, ``comparison``, ``mesh_major``,
@@ -133,7 +134,7 @@ def _parse_report(data, name):
     }
 
 
-def split_sizes(count, fractions):
+def split_sizes(count: int, fractions: Sequence[float]) -> tuple[int, int, int]:
     """Train/val/test sizes: train and val are ``fraction * count`` rounded half up, test takes the rest."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
         raise ValueError(f"split must be three non-negative fractions summing to 1, got {fractions!r}.")
@@ -142,7 +143,7 @@ def split_sizes(count, fractions):
     return train, val, count - train - val
 
 
-def assign_splits(ids, seed, fractions):
+def assign_splits(ids: Iterable[str], seed: int, fractions: Sequence[float]) -> dict[str, str]:
     """Deterministically map each id to a split: sort, shuffle with ``random.Random(seed)``, cut by :func:`split_sizes`."""
     order = sorted(ids)
     random.Random(seed).shuffle(order)

@@ -29,6 +29,7 @@ labels its report with the project's labeler instead.
 import csv
 import gzip
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -59,7 +60,7 @@ class MimicCxrError(ValueError):
     """Malformed or inconsistent MIMIC-CXR input."""
 
 
-def extract_sections(text):
+def extract_sections(text: str) -> dict[str, str]:
     """The ``findings`` and ``impression`` sections of a MIMIC-CXR free-text report (``""`` when absent)."""
     headers = list(_SECTION_HEADER.finditer(text))
     found = {"findings": "", "impression": ""}
@@ -74,7 +75,9 @@ def extract_sections(text):
     return found
 
 
-def convert_mimic_cxr(root, reports_root=None, all_frontal_images=False):
+def convert_mimic_cxr(
+    root: str | os.PathLike, reports_root: str | os.PathLike | None = None, all_frontal_images: bool = False
+) -> dict:
     """Build the R2Gen-style MIMIC-CXR annotation from the MIMIC-CXR-JPG files (protocol in the module docstring)."""
     root = Path(root)
     reports_root = root if reports_root is None else Path(reports_root)

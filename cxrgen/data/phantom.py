@@ -34,6 +34,7 @@ What each finding looks like (frontal view; the lateral view shows the same find
 """
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -94,25 +95,27 @@ class Anatomy:
     texture_seed: int
     extras: dict = field(default_factory=dict)
 
-    def lung_bottom(self, side):
+    def lung_bottom(self, side: int) -> float:
+        """Lowest point of a lung (its costophrenic sulcus); ``side`` is -1 (patient right) or +1 (patient left)."""
         return self.dome_y[side] + self.sulcus_depth
 
-    def lateral_x(self, side, y):
+    def lateral_x(self, side: int, y: float | np.ndarray) -> float | np.ndarray:
         """Lateral lung edge at height ``y`` (rounded apex, widest at the costophrenic angle)."""
         # The chest wall stays put when a hemidiaphragm rises, so its shape uses the unmoved left base.
         t = np.clip((y - self.apex_y) / (self.heart_floor + self.sulcus_depth - self.apex_y), 0.0, 1.0)
         return self.cx + side * self.thorax_half_width * (0.3 + 0.7 * (1 - (1 - t) ** 2.5))
 
-    def medial_x(self, side, y):
+    def medial_x(self, side: int, y: float | np.ndarray) -> float | np.ndarray:
+        """Medial lung edge (the mediastinum) at height ``y``, widening below the hila."""
         return self.cx + side * self.mediastinum_half_width * (1.0 + 0.25 * np.clip((y - self.hilum_y) / 0.3, 0, 1))
 
-    def lung_point(self, side, u, v):
+    def lung_point(self, side: int, u: float, v: float) -> tuple[float, float]:
         """Image point at lung-relative (u: medial -> lateral, v: apex -> dome) coordinates."""
         y = self.apex_y + v * (self.dome_y[side] - self.apex_y)
         medial, lateral = self.medial_x(side, y), self.lateral_x(side, y)
         return float(medial + u * (lateral - medial)), float(y)
 
-    def heart_box(self):
+    def heart_box(self) -> tuple[float, float, float, float]:
         """(center x, center y, half width, half height) of the cardiac ellipse."""
         width = self.heart_ratio * 2 * self.thorax_half_width
         right = self.cx - self.heart_right_fraction * width
@@ -120,7 +123,9 @@ class Anatomy:
         return right + width / 2, self.heart_floor - 0.6 * half_height, width / 2, half_height
 
 
-def render_study(labels, seed, image_size=256, views=VIEWS):
+def render_study(
+    labels: Sequence[int], seed: int, image_size: int = 256, views: Sequence[str] = VIEWS
+) -> list[Image.Image]:
     """Render one study: a grayscale ("L") PIL image per requested view, deterministic in ``(labels, seed)``."""
     check_labels(list(labels), "render_study labels")
     if not isinstance(seed, (int, np.integer)) or seed < 0:

@@ -19,8 +19,10 @@ Each study's phantom seed is derived from ``seed`` and its id, so a study looks 
 """
 
 import logging
+import os
 import random
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from cxrgen.data.annotation import SPLITS, write_annotation
@@ -108,8 +110,14 @@ NORMAL_SENTENCE = "No acute cardiopulmonary abnormality."
 
 
 def build_phantom_benchmark(
-    output_dir, source="auto", image_size=256, max_studies=None, seed=0, synthetic_studies=1000, reports_source=None
-):
+    output_dir: str | os.PathLike,
+    source: str = "auto",
+    image_size: int = 256,
+    max_studies: int | None = None,
+    seed: int = 0,
+    synthetic_studies: int = 1000,
+    reports_source: str | os.PathLike | None = None,
+) -> Path:
     """Render a phantom benchmark into ``output_dir`` and return the path of its ``annotation.json``.
 
     ``max_studies`` keeps that many studies at most, drawn per split in proportion to the split sizes
@@ -162,7 +170,7 @@ def _phantom_iu_annotation(reports_source):
     return result
 
 
-def synthetic_annotation(count, seed, split=(0.7, 0.1, 0.2)):
+def synthetic_annotation(count: int, seed: int, split: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> dict:
     """``count`` synthetic studies with sampled labels and templated reports, split 70/10/20 (deterministic)."""
     if not isinstance(count, int) or count < 1:
         raise ValueError(f"synthetic_studies must be a positive integer, got {count!r}.")
@@ -186,7 +194,7 @@ def synthetic_annotation(count, seed, split=(0.7, 0.1, 0.2)):
     return annotation
 
 
-def sample_labels(rng):
+def sample_labels(rng: random.Random) -> list[int]:
     """A random 14-code label list; "No Finding" follows the CheXpert rule from the other 13 codes."""
     positive, uncertain, negative = _SYNTHETIC_RATES
     labels = []
@@ -212,7 +220,7 @@ def sample_labels(rng):
     return labels
 
 
-def templated_report(labels, rng):
+def templated_report(labels: Sequence[int], rng: random.Random) -> str:
     """A report stating each mentioned observation with a template of its code, sentences in a random order."""
     sentences = [
         rng.choice(TEMPLATES[name][code])
@@ -225,7 +233,7 @@ def templated_report(labels, rng):
     return " ".join(sentences)
 
 
-def subsample(annotation, max_studies, seed):
+def subsample(annotation: dict, max_studies: int, seed: int) -> dict:
     """At most ``max_studies`` entries, each split's share proportional to its size (largest remainder)."""
     total = sum(len(entries) for entries in annotation.values())
     if total <= max_studies:
@@ -243,6 +251,6 @@ def subsample(annotation, max_studies, seed):
     return result
 
 
-def study_seed(seed, study_id):
+def study_seed(seed: int, study_id: str) -> int:
     """The phantom seed of a study: derived from the benchmark seed and the study id only."""
     return zlib.crc32(f"{seed}:{study_id}".encode())

@@ -5,12 +5,14 @@ report whatever the image shows. Drawing studies with a weight that grows with t
 the rare observations more of the training signal.
 """
 
+from collections.abc import Sequence
+
 import torch
 
 from cxrgen.labels import POSITIVE
 
 
-def observation_balance_weights(labels, power=1.0):
+def observation_balance_weights(labels: Sequence[Sequence[int]], power: float = 1.0) -> torch.Tensor:
     """Per-study sampling weights from 14-code ``labels`` rows (see :mod:`cxrgen.labels`).
 
     A study weighs ``max(1, max over its positive observations c of (n_max / n_c) ** power)``, where ``n_c`` counts
@@ -37,14 +39,15 @@ class WeightedEpochSampler(torch.utils.data.Sampler):
     checkpoint sees the same studies in the same order as an uninterrupted one.
     """
 
-    def __init__(self, weights, seed=0):
+    def __init__(self, weights: Sequence[float] | torch.Tensor, seed: int = 0):
         self.weights = torch.as_tensor(weights, dtype=torch.float64)
         if self.weights.dim() != 1 or len(self.weights) == 0 or (self.weights < 0).any() or self.weights.sum() <= 0:
             raise ValueError("weights: expected a non-empty 1-D sequence of non-negative numbers with a positive sum.")
         self.seed = seed
         self.epoch = 0
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the studies of ``epoch`` (called by the Trainer at the start of each epoch)."""
         self.epoch = epoch
 
     def __len__(self):

@@ -17,8 +17,10 @@ study depends only on that seed and the study id (the same sentence at every eva
 """
 
 import zlib
+from collections.abc import Callable
 
 import torch
+from transformers import BaseImageProcessor, PreTrainedTokenizerBase, ProcessorMixin
 
 from cxrgen.data.collators import check_rows, processor_num_views
 from cxrgen.labeler import label_report, split_sentences
@@ -26,7 +28,7 @@ from cxrgen.labels import NUM_OBSERVATIONS
 from cxrgen.modeling.trrg.modeling_trrg import sample_report_sentences
 
 
-def report_sentences(report, where="report"):
+def report_sentences(report: str, where: str = "report") -> list[str]:
     """The sentences of a report in the labeler's normal form (lower case, words joined by single spaces)."""
     sentences = [" ".join(words) for words in split_sentences(report)]
     if not sentences:
@@ -57,13 +59,13 @@ class TrrgContrastiveCollator:
 
     def __init__(
         self,
-        image_processor,
-        tokenizer,
-        finding_sentence_weight=4.0,
-        labeler=label_report,
-        max_length=None,
-        num_views=None,
-        seed=None,
+        image_processor: BaseImageProcessor,
+        tokenizer: PreTrainedTokenizerBase,
+        finding_sentence_weight: float = 4.0,
+        labeler: Callable[[str], list[int]] = label_report,
+        max_length: int | None = None,
+        num_views: int | None = None,
+        seed: int | None = None,
     ):
         if finding_sentence_weight <= 0:
             raise ValueError(f"finding_sentence_weight must be > 0, got {finding_sentence_weight}")
@@ -76,14 +78,14 @@ class TrrgContrastiveCollator:
         self.seed = seed
         self._sentence_tables = {}
 
-    def sentence_table(self, report, where="report"):
+    def sentence_table(self, report: str, where: str = "report") -> tuple[list[str], list[list[int]]]:
         """(sentences, per-sentence codes) of a report, labelled once and cached."""
         if report not in self._sentence_tables:
             sentences = report_sentences(report, where)
             self._sentence_tables[report] = (sentences, [list(self.labeler(sentence)) for sentence in sentences])
         return self._sentence_tables[report]
 
-    def sample(self, row):
+    def sample(self, row: dict) -> tuple[str, list[int]]:
         """One sentence of the row's report and its codes, drawn disease-aware."""
         sentences, labels = self.sentence_table(row["report"], f"study {row.get('id')!r}")
         generator = None
@@ -92,7 +94,7 @@ class TrrgContrastiveCollator:
         index = sample_report_sentences(sentences, labels, self.finding_sentence_weight, generator=generator)[0]
         return sentences[index], labels[index]
 
-    def __call__(self, rows):
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         check_rows(rows, max_views=processor_num_views(self.image_processor, self.num_views))
         sentences, finding_labels = zip(*(self.sample(row) for row in rows))
         batch = dict(
@@ -111,12 +113,12 @@ class TrrgCollator:
     ``max_length`` truncates the report (never its EOS, never the prompt; see ``TrrgProcessor``).
     """
 
-    def __init__(self, processor, max_length=None, num_views=None):
+    def __init__(self, processor: ProcessorMixin, max_length: int | None = None, num_views: int | None = None):
         self.processor = processor
         self.max_length = max_length
         self.num_views = num_views
 
-    def __call__(self, rows):
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         check_rows(rows, ("id", "images", "report", "labels"), processor_num_views(self.processor, self.num_views))
         batch = self.processor(
             images=[row["images"] for row in rows],

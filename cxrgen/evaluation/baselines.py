@@ -6,10 +6,12 @@ from collections import Counter
 import numpy as np
 from PIL import Image
 
+from cxrgen.processing.image_processing_cxr import load_image
+
 THUMBNAIL_SIZE = 32
 
 
-def most_frequent_report(train_reports):
+def most_frequent_report(train_reports: list[str]) -> str:
     """The training report that occurs most often (ties broken by first occurrence)."""
     counts = Counter(train_reports)
     if not counts:
@@ -17,19 +19,25 @@ def most_frequent_report(train_reports):
     return counts.most_common(1)[0][0]
 
 
-def study_pixel_features(study_images, size=THUMBNAIL_SIZE):
+def study_pixel_features(study_images: list, size: int = THUMBNAIL_SIZE) -> np.ndarray:
     """A study's pixel descriptor: each view as a grayscale ``size``x``size`` thumbnail, standardised, concatenated.
 
-    Views are compared position by position (frontal with frontal), so every study must have the same view count.
+    Views are paths, PIL images or arrays, read with :func:`~cxrgen.processing.image_processing_cxr.load_image` as the
+    models read them. Views are compared position by position (frontal with frontal), so every study must have the
+    same view count.
     """
     views = []
     for image in study_images:
-        pixels = np.asarray(image.convert("L").resize((size, size), Image.BILINEAR), dtype=np.float32).ravel()
+        pixels = np.asarray(
+            load_image(image).convert("L").resize((size, size), Image.BILINEAR), dtype=np.float32
+        ).ravel()
         views.append((pixels - pixels.mean()) / (pixels.std() + 1e-6))
     return np.concatenate(views)
 
 
-def nearest_neighbour_reports(train_studies, train_reports, query_studies, size=THUMBNAIL_SIZE):
+def nearest_neighbour_reports(
+    train_studies: list[list], train_reports: list[str], query_studies: list[list], size: int = THUMBNAIL_SIZE
+) -> list[str]:
     """For each query study, the report of the training study whose pixels are closest (cosine similarity)."""
     if len(train_studies) != len(train_reports):
         raise ValueError(f"{len(train_studies)} training studies but {len(train_reports)} training reports.")

@@ -9,6 +9,7 @@ Research use only: these numbers describe text similarity and labeler agreement,
 """
 
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,7 @@ def _meteor(gts, res):
     return float(score)
 
 
-def compute_nlg_metrics(predictions, references):
+def compute_nlg_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict:
     """BLEU-1..4, METEOR, ROUGE-L and CIDEr of predictions against references, as pycocoevalcap computes them.
 
     Args:
@@ -133,7 +134,7 @@ def _prf(tp, fp, fn):
     return _divide(tp, tp + fp), _divide(tp, tp + fn), _divide(2 * tp, 2 * tp + fp + fn)
 
 
-def compute_ce_metrics(pred_labels, ref_labels):
+def compute_ce_metrics(pred_labels: Sequence[Sequence[int]], ref_labels: Sequence[Sequence[int]]) -> dict:
     """Clinical-efficacy precision, recall and F1 over the 14 CheXpert observations.
 
     Both sides are binarized with ``cxrgen.labels.binarize`` (positive -> 1; negative, uncertain and not mentioned
@@ -181,7 +182,9 @@ def compute_ce_metrics(pred_labels, ref_labels):
     return result
 
 
-def evaluate_reports(predictions, references, labeler=label_report):
+def evaluate_reports(
+    predictions: Sequence[str], references: Sequence[str], labeler: Callable[[str], list[int]] = label_report
+) -> dict:
     """NLG metrics of predictions against references plus CE metrics from labelling both sides with ``labeler``.
 
     Returns:
@@ -194,7 +197,7 @@ def evaluate_reports(predictions, references, labeler=label_report):
     }
 
 
-def format_metrics_table(result):
+def format_metrics_table(result: dict) -> str:
     """A plain-text table of an ``evaluate_reports`` result (NLG scores, CE averages, per-observation CE)."""
     lines = ["NLG"]
     nlg = result["nlg"]

@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 
 import datasets
+from transformers import PreTrainedModel, ProcessorMixin
 
 from cxrgen.data.annotation import annotation_to_dataset_dict, read_annotation
 from cxrgen.evaluation.metrics import CE_AVERAGES, NLG_METRICS, evaluate_reports
 from cxrgen.evaluation.predictions import write_predictions
-from cxrgen.inference import generate_reports, load_generator
+from cxrgen.inference import ReportGenerator, generate_reports, load_generator
 from cxrgen.processing.cleaning import clean_report
 from cxrgen.processing.image_processing_cxr import load_image
 
@@ -58,13 +59,13 @@ def study_paths(dataset: datasets.Dataset) -> list[list[str]]:
     return [[view["path"] for view in views] for views in dataset["images"]]
 
 
-def reference_reports(processor, reports: list[str]) -> list[str]:
+def reference_reports(processor: ProcessorMixin, reports: list[str]) -> list[str]:
     """Reports in the form the model was trained to write (see the module docstring)."""
     style = getattr(processor, "cleaning_style", None)
     return list(reports) if style is None else [clean_report(report, style) for report in reports]
 
 
-def generation_budget(model, max_new_tokens: int | None = None) -> int | None:
+def generation_budget(model: PreTrainedModel, max_new_tokens: int | None = None) -> int | None:
     """How many report tokens a generation may produce before it is cut: ``max_new_tokens`` when given (or set in
     the model's generation_config), else an encoder-decoder's ``max_length`` less its start token; None when the
     limit also counts a prompt (a decoder-only model with only ``max_length``)."""
@@ -78,7 +79,7 @@ def generation_budget(model, max_new_tokens: int | None = None) -> int | None:
     return None
 
 
-def truncated_predictions(processor, predictions: list[str], budget: int | None) -> list[bool]:
+def truncated_predictions(processor: ProcessorMixin, predictions: list[str], budget: int | None) -> list[bool]:
     """Whether each prediction reached the generation budget (:func:`generation_budget`) instead of ending.
 
     The decoded report is tokenized again, so tokens that decoding drops (special tokens) are not counted: a report
@@ -118,7 +119,7 @@ def evaluate_model(
     num_beams: int | None = None,
     max_new_tokens: int | None = None,
     num_examples: int = 3,
-    generator=None,
+    generator: ReportGenerator | None = None,
     allow_pickle: bool = False,
     skip_image_check: bool = False,
 ) -> dict:
