@@ -156,3 +156,22 @@ def test_extract_sections():
     repeated = " FINDINGS:\n\n FINDINGS:  Small left effusion.\n CONCLUSION: Effusion.\n"
     assert extract_sections(repeated) == {"findings": "Small left effusion.", "impression": "Effusion."}
     assert extract_sections("no headers at all") == {"findings": "", "impression": ""}
+
+
+def test_prepare_checks_the_images_before_writing_the_annotation(tmp_path, capsys):
+    from PIL import Image
+
+    from cxrgen.cli import main
+
+    root = write_fixture(tmp_path / "mimic")
+    present = root / "files/p10/p10000001/s50000001/d1-pa.jpg"
+    present.parent.mkdir()
+    Image.new("L", (8, 8)).save(present)
+    output = tmp_path / "annotation.json"
+    argv = ["prepare", "mimic-cxr", "--root", str(root), "--output", str(output)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    missing = root / "files/p10/p10000001/s50000002/d2-pa.jpg"
+    assert "1 of 2 image file(s) cannot be read" in err and f"split 'val', entry 'd2-pa': {missing}" in err
+    assert "Traceback" not in err and not output.exists()
+    assert main([*argv, "--skip-image-check"]) == 0 and output.is_file()
