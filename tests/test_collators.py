@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from cxrgen.data.annotation import annotation_to_dataset_dict
-from cxrgen.data.collators import ObservationCollator, StudyCollator
+from cxrgen.data.collators import ObservationCollator, StudyCollator, study_views
 from cxrgen.data.trrg_collators import TrrgCollator, TrrgContrastiveCollator
 from cxrgen.labels import NEGATIVE
 from cxrgen.processing.image_processing_cxr import CxrImageProcessor
@@ -62,3 +62,34 @@ def test_a_row_without_a_field_is_named_by_its_id(rows):
     del batch[1]["report"]
     with pytest.raises(ValueError, match="^Study 's12': missing field 'report'"):
         StudyCollator(processor())(batch)
+
+
+def test_undecoded_datasets_are_read_by_the_processor_as_at_inference(tmp_path):
+    pytest.importorskip("pydicom")
+    import io
+
+    import numpy as np
+    import torch
+    from test_image_processing import write_dicom
+
+    (tmp_path / "s1").mkdir()
+    Image.new("L", (8, 8), 100).save(tmp_path / "s1" / "0.png")
+    write_dicom(tmp_path / "s1" / "1.dcm", np.arange(64).reshape(8, 8) * 50)
+    paths = [str(tmp_path / "s1" / "0.png"), str(tmp_path / "s1" / "1.dcm")]
+    annotation = {"train": [{"id": "s1", "report": "The heart is normal.", "image_path": ["s1/0.png", "s1/1.dcm"]}]}
+    row = annotation_to_dataset_dict(annotation, tmp_path, labeler=lambda text: [NEGATIVE] * 14, decode_images=False)[
+        "train"
+    ][0]
+    # datasets.Image cannot decode the DICOM view; undecoded, the processor's own reader (load_image) reads both.
+    assert study_views(row) == paths
+    processor = CxrImageProcessor(size={"height": 8, "width": 8})
+    expected = processor(images=[paths])["pixel_values"]
+    torch.testing.assert_close(processor(images=[study_views(row)])["pixel_values"], expected, rtol=0, atol=0)
+
+    # A dataset that carries the files' bytes (as one pushed to the Hub does) is read the same way.
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), 100).save(buffer, format="PNG")
+    embedded = {"id": "s1", "images": [{"path": None, "bytes": buffer.getvalue()}]}
+    torch.testing.assert_close(
+        processor(images=[study_views(embedded)])["pixel_values"], expected[:, :1], rtol=0, atol=0
+    )

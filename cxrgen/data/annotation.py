@@ -164,13 +164,16 @@ def annotation_to_dataset_dict(
     image_root: str | os.PathLike,
     labeler: Callable[[str], list[int]] | None = None,
     skip_image_check: bool = False,
+    decode_images: bool = True,
 ) -> datasets.DatasetDict:
     """Turn an annotation (object or file) into a ``DatasetDict`` with ``id``, ``images``, ``report``, ``labels``.
 
     Image paths are resolved against ``image_root``. Before anything is built every image is decoded
     (:func:`cxrgen.data.validation.check_images`), and one error lists every missing or unreadable file with its
     split and entry; ``skip_image_check=True`` (for data checked before) only checks that the files exist, and says
-    so in the log. ``labels`` come from an entry's ``labels`` field when it has one, else from ``labeler(report)``
+    so in the log. ``decode_images=False`` keeps ``images`` undecoded (``{"path", "bytes"}``), for the collators and
+    the processor to read with :func:`~cxrgen.processing.image_processing_cxr.load_image`, the reader inference
+    uses (DICOM included). ``labels`` come from an entry's ``labels`` field when it has one, else from ``labeler(report)``
     (default: :func:`cxrgen.labeler.label_report`).
     """
     if isinstance(annotation_or_path, dict):
@@ -210,7 +213,7 @@ def annotation_to_dataset_dict(
         }
         features = {
             "id": datasets.Value("string"),
-            "images": datasets.List(datasets.Image()),
+            "images": datasets.List(datasets.Image(decode=decode_images)),
             "report": datasets.Value("string"),
             "labels": datasets.List(datasets.Value("int8")),
         }

@@ -2,7 +2,9 @@
 
 Rows are what :func:`cxrgen.data.annotation.annotation_to_dataset_dict` gives: ``{"id", "images": [views...],
 "report", ...}``. The collators turn a list of rows into model inputs with the model's processor; everything else in
-a row (such as the 14 ``labels`` codes) is not a model input and is left out.
+a row (such as the 14 ``labels`` codes) is not a model input and is left out. Views may be decoded PIL images or, from
+a dataset built with ``decode_images=False``, ``{"path", "bytes"}`` dicts, which the processor then reads with
+:func:`~cxrgen.processing.image_processing_cxr.load_image` exactly as at inference (DICOM files included).
 
 Train-time augmentation is deterministic: each batch draws its crops and flips from a generator seeded with the
 collator's seed and the ids of the batch's rows, never from the global random state. A run resumed from a checkpoint
@@ -10,6 +12,7 @@ collator's seed and the ids of the batch's rows, never from the global random st
 exactly as the uninterrupted run did.
 """
 
+import io
 import os
 import zlib
 from collections.abc import Sequence
@@ -17,6 +20,7 @@ from collections.abc import Sequence
 import datasets
 import numpy as np
 import torch
+from PIL import Image
 from transformers import BaseImageProcessor, BatchFeature, ProcessorMixin
 
 from cxrgen.labels import binarize
@@ -35,6 +39,17 @@ def view_name(view: object) -> str:
     if isinstance(view, dict) and view.get("path"):
         return view["path"]
     return getattr(view, "filename", "") or f"<{type(view).__name__}>"
+
+
+def study_views(row: dict) -> list:
+    """The views of a row as the processor takes them: an undecoded ``datasets`` image becomes its path (or, when it
+    holds the file's bytes, the image read from them), so the processor's reader decodes it."""
+    views = []
+    for view in row["images"]:
+        if isinstance(view, dict):
+            view = view["path"] if view.get("bytes") is None else Image.open(io.BytesIO(view["bytes"]))
+        views.append(view)
+    return views
 
 
 def study_description(row: dict) -> str:
@@ -101,7 +116,7 @@ class StudyCollator:
     def __call__(self, rows: list[dict]) -> BatchFeature:
         check_rows(rows, max_views=processor_num_views(self.processor, self.num_views))
         return self.processor(
-            images=[list(row["images"]) for row in rows],
+            images=[study_views(row) for row in rows],
             text=[row["report"] for row in rows],
             num_views=self.num_views,
             max_length=self.max_length,
@@ -125,7 +140,7 @@ class PretrainingCollator(StudyCollator):
                     f"{study_description(row).capitalize()} has {len(row['images'])} views; RadCARE pre-trains on "
                     "single images: split the studies with cxrgen.data.collators.split_views first."
                 )
-        batch = self.processor(images=[row["images"] for row in rows], num_views=1, **self._image_kwargs(rows))
+        batch = self.processor(images=[study_views(row) for row in rows], num_views=1, **self._image_kwargs(rows))
         del batch["pixel_mask"]  # one real view per sample: nothing to mask
         labels = self.processor.encode_reports([row["report"] for row in rows], self.max_length)
         batch["attention_mask"] = (labels != -100).long()
@@ -143,7 +158,7 @@ class ObservationCollator(StudyCollator):
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         check_rows(rows, ("id", "images", "labels"), max_views=1)
-        pixels = self.processor(images=[row["images"] for row in rows], num_views=1, **self._image_kwargs(rows))
+        pixels = self.processor(images=[study_views(row) for row in rows], num_views=1, **self._image_kwargs(rows))
         labels = torch.tensor([binarize(row["labels"]) for row in rows], dtype=torch.float32)
         return {"pixel_values": pixels["pixel_values"][:, 0], "labels": labels}
 
@@ -203,5 +218,6 @@ __all__ = [
     "processor_num_views",
     "split_views",
     "study_description",
+    "study_views",
     "view_name",
 ]

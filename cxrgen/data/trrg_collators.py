@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 from transformers import BaseImageProcessor, PreTrainedTokenizerBase, ProcessorMixin
 
-from cxrgen.data.collators import check_rows, processor_num_views
+from cxrgen.data.collators import check_rows, processor_num_views, study_views
 from cxrgen.labeler import label_report, split_sentences
 from cxrgen.labels import NUM_OBSERVATIONS
 from cxrgen.modeling.trrg.modeling_trrg import sample_report_sentences
@@ -98,7 +98,7 @@ class TrrgContrastiveCollator:
         check_rows(rows, max_views=processor_num_views(self.image_processor, self.num_views))
         sentences, finding_labels = zip(*(self.sample(row) for row in rows))
         batch = dict(
-            self.image_processor([row["images"] for row in rows], num_views=self.num_views, return_tensors="pt")
+            self.image_processor([study_views(row) for row in rows], num_views=self.num_views, return_tensors="pt")
         )
         truncation = {} if self.max_length is None else {"truncation": True, "max_length": self.max_length}
         text = self.tokenizer(list(sentences), padding=True, return_tensors="pt", **truncation)
@@ -121,7 +121,7 @@ class TrrgCollator:
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         check_rows(rows, ("id", "images", "report", "labels"), processor_num_views(self.processor, self.num_views))
         batch = self.processor(
-            images=[row["images"] for row in rows],
+            images=[study_views(row) for row in rows],
             reports=[row["report"] for row in rows],
             max_length=self.max_length,
             num_views=self.num_views,

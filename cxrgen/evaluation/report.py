@@ -50,8 +50,10 @@ def load_split(
         raise ValueError(f"The annotation has no '{split}' split (it has {sorted(annotation)}).")
     if not annotation[split]:
         raise ValueError(f"The annotation's '{split}' split is empty: nothing to evaluate.")
-    dataset = annotation_to_dataset_dict({split: annotation[split]}, image_root, skip_image_check=skip_image_check)
-    return dataset[split].cast_column("images", datasets.List(datasets.Image(decode=False)))
+    dataset = annotation_to_dataset_dict(
+        {split: annotation[split]}, image_root, skip_image_check=skip_image_check, decode_images=False
+    )
+    return dataset[split]
 
 
 def study_paths(dataset: datasets.Dataset) -> list[list[str]]:
