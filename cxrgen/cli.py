@@ -106,6 +106,13 @@ def _train(args, trainer_args):
     print(f"Wrote {output}")
 
 
+def _convert(args):
+    from .convert import convert_vlci
+
+    output = convert_vlci(args.checkpoint, args.vocab, args.output, preset=args.preset, repo_id=args.repo_id)
+    print(f"Wrote {output}")
+
+
 def _demo(args):
     from .demo import run_demo
 
@@ -210,6 +217,18 @@ def build_parser():
     train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output")
     train.add_argument("--init", help="a model folder of the previous stage to start from (vlci: RadCARE or backbone)")
     train.set_defaults(handler=_train, passes_unknown_args=True)
+
+    convert = commands.add_parser("convert", help="an official checkpoint of another code base as a model folder")
+    sources = convert.add_subparsers(dest="source", required=True)
+    vlci = sources.add_parser("vlci", help="a WissingChen/VLCI checkpoint, computing what the reference computes")
+    vlci.add_argument("checkpoint", help="the official checkpoint file (e.g. model_best.pth)")
+    vlci.add_argument(
+        "--vocab", required=True, help="its vocabulary: idx2token / token2idx JSON, a JSON list or one token a line"
+    )
+    vlci.add_argument("--output", required=True, help="the model folder to write")
+    vlci.add_argument("--preset", default="iu-xray", help="the geometry: iu-xray (default), mimic-cxr or a YAML file")
+    vlci.add_argument("--repo-id", help="the Hub repository id named on the card (default: the folder's name)")
+    vlci.set_defaults(handler=_convert)
 
     demo = commands.add_parser(
         "demo", help="offline end-to-end run on phantom data: build, train, evaluate against baselines (CPU, minutes)"

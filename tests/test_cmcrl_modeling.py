@@ -182,6 +182,26 @@ def test_presets_build_the_paper_geometry():
         CmcrlConfig.from_preset("tiny", local_top_k=17)
 
 
+def test_paper_presets_decode_as_the_reference_with_trigram_blocking(studies, tmp_path):
+    for name in ("iu-xray", "mimic-cxr"):
+        config = CmcrlConfig.from_preset(name)
+        assert (config.generation_num_beams, config.generation_no_repeat_ngram_size) == (3, 3)
+    assert tiny_config().generation_no_repeat_ngram_size == 0
+    torch.manual_seed(0)
+    model = CmcrlForConditionalGeneration(tiny_config(generation_no_repeat_ngram_size=3)).eval()
+    assert (model.generation_config.num_beams, model.generation_config.no_repeat_ngram_size) == (3, 3)
+    model.save_pretrained(tmp_path)
+    assert CmcrlForConditionalGeneration.from_pretrained(tmp_path).generation_config.no_repeat_ngram_size == 3
+    with torch.no_grad():  # an untrained model repeats itself: the blocking must show
+        model.lm_head.bias[5] = 50.0
+        generated = model.generate(pixel_values=studies[0], pixel_mask=studies[1], max_length=16)
+    for row in generated.tolist():
+        trigrams = [
+            tuple(row[i : i + 3]) for i in range(len(row) - 2) if model.config.pad_token_id not in row[i : i + 3]
+        ]
+        assert len(trigrams) == len(set(trigrams))
+
+
 def test_backbone_loads_from_a_local_checkpoint(tmp_path):
     from transformers import AutoBackbone
 

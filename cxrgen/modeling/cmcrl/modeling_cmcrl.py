@@ -13,27 +13,33 @@ FDI(X, M) = softmax(X M^T) softmax(M X^T) X. The decoder embeds the report, appl
 Deconfounding Module (LDM: a mediator M_l built from the local features and the detached, normalised
 word-embedding table, then a causal front-door intervention) and runs pre-LN decoder layers.
 
-Deliberate differences from the reference code (WissingChen/VLCI):
+Deliberate differences from the reference code (WissingChen/VLCI), with the default config:
 - The LDM is causal: position t samples the sequence only from positions <= t (the reference's inner softmax
   spans the whole target sequence, so training sees future tokens and padding). With a KV cache the LDM step
   is computed incrementally and exactly (the cached prefix is kept in an extra cache slot).
+  `ldm_variant="reference"` computes the reference's LDM instead (no KV cache then), for converted checkpoints.
+- Standard `nn.LayerNorm` (biased variance, eps inside the square root) instead of the reference's
+  unbiased-std LayerNorm with eps added to the std; `layer_norm_variant="reference"` computes the reference's.
+  `convert_vlci_checkpoint.reference_config` sets both switches, so a converted checkpoint computes what the
+  reference computes.
 - Generation uses the transformers `GenerationMixin` with an `EncoderDecoderCache` (self- and cross-attention
-  keys/values, the LDM prefix and mediator); the reference re-runs the whole prefix at every beam step.
+  keys/values, the LDM prefix and mediator); the reference re-runs the whole prefix at every beam step. The
+  iu-xray and mimic-cxr presets block repeated trigrams (`generation_no_repeat_ngram_size: 3`), which the
+  reference's configs ask for (`block_trigrams`) but its beam search ignores.
 - Distinct [PAD]=0, [BOS]=1, [EOS]=2 ids (the reference uses 0 for all three); EOS is always a training
   target, in VLCI and in RadCARE (whose reference never trains EOS).
 - Any number of views up to `num_views`, with a `pixel_mask` for missing views (masked in every attention,
   in the rollout top-k, the global fusion and the front-door sampling; missing views never enter the
   backbone) and learned view embeddings (the reference concatenates exactly two views with the same
-  positional embedding and no view embedding).
+  positional embedding and no view embedding; `use_view_embeddings=False` drops them).
 - The attention rollout uses the attention probabilities before dropout (the reference rolls out dropped-out
   maps during training).
-- Standard `nn.LayerNorm` (biased variance, eps inside the square root) instead of the reference's
-  unbiased-std LayerNorm with eps outside; converted checkpoints therefore match closely, not bit for bit.
 - RadCARE: text tokens only ever go through the text expert (the reference's `vt2v` routes them through the
-  vision expert); the image path of the decoder is bidirectional (MAE-style) while the text path is causal;
-  `t2t` encodes the text prefix alone (no CLS token); the degradation is configurable (max-pool, average
-  pool, bilinear, none); the four tasks are sampled per forward call from `pretraining_task_probs` (the
-  reference runs vt2t and vt2v as two optimiser steps of one draw).
+  vision expert); the decoder ends each path with its own LayerNorm (`layer_norm` for text, `image_layer_norm`
+  for patches; the reference shares one); `t2t` encodes the text prefix alone (no CLS token); the degradation is
+  configurable (max-pool, average pool, bilinear, none); the four tasks are sampled per forward call from
+  `pretraining_task_probs` (the reference runs vt2t and vt2v as two optimiser steps of one draw). As in the
+  reference, the image path of the decoder attends bidirectionally and the text path causally.
 - The front-door `causal_proj` variant of the reference (off in every shipped config) is not implemented, so
   its unused projections (2.1M parameters) are absent: the IU-Xray preset has 71.7M parameters against the
   reference's 73.9M at the same vocabulary, the rest of the difference being its fixed position table.
@@ -184,6 +190,22 @@ def _mask_scores(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tenso
     return scores if mask is None else scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
 
 
+class CmcrlReferenceLayerNorm(nn.LayerNorm):
+    """The reference's LayerNorm: weight * (x - mean) / (unbiased std + eps) + bias. Same parameters as
+    `nn.LayerNorm`, which divides by sqrt(biased variance + eps) instead."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        mean = hidden_states.mean(-1, keepdim=True)
+        std = hidden_states.std(-1, keepdim=True)
+        return self.weight * (hidden_states - mean) / (std + self.eps) + self.bias
+
+
+def layer_norm(config: CmcrlConfig, size: int) -> nn.LayerNorm:
+    """The LayerNorm of `config.layer_norm_variant` ("standard" or "reference") over `size` features."""
+    norm_class = CmcrlReferenceLayerNorm if config.layer_norm_variant == "reference" else nn.LayerNorm
+    return norm_class(size, eps=config.layer_norm_eps)
+
+
 class CmcrlAttention(nn.Module):
     """Multi-head attention returning its (pre-dropout) probabilities; caches keys/values in an EncoderDecoderCache.
 
@@ -244,9 +266,9 @@ class CmcrlEncoderLayer(nn.Module):
     def __init__(self, config: CmcrlConfig):
         super().__init__()
         d = config.hidden_size
-        self.self_attn_layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.self_attn_layer_norm = layer_norm(config, d)
         self.self_attn = CmcrlAttention(d, config.num_attention_heads, config.attention_dropout)
-        self.final_layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.final_layer_norm = layer_norm(config, d)
         self.ffn = CmcrlFeedForward(d, config.intermediate_size, config.activation_function, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -264,7 +286,7 @@ class CmcrlMultiwayEncoderLayer(CmcrlEncoderLayer):
     def __init__(self, config: CmcrlConfig):
         super().__init__(config)
         d = config.hidden_size
-        self.text_final_layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.text_final_layer_norm = layer_norm(config, d)
         self.text_ffn = CmcrlFeedForward(d, config.intermediate_size, config.activation_function, config.dropout)
 
     def forward(self, hidden_states, attention_mask=None, num_vision_tokens: int = 0):
@@ -283,12 +305,12 @@ class CmcrlDecoderLayer(nn.Module):
 
     def __init__(self, config: CmcrlConfig, layer_idx: int):
         super().__init__()
-        d, heads, eps = config.hidden_size, config.num_attention_heads, config.layer_norm_eps
-        self.self_attn_layer_norm = nn.LayerNorm(d, eps=eps)
+        d, heads = config.hidden_size, config.num_attention_heads
+        self.self_attn_layer_norm = layer_norm(config, d)
         self.self_attn = CmcrlAttention(d, heads, config.attention_dropout, layer_idx)
-        self.encoder_attn_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.encoder_attn_layer_norm = layer_norm(config, d)
         self.encoder_attn = CmcrlAttention(d, heads, config.attention_dropout, layer_idx)
-        self.final_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.final_layer_norm = layer_norm(config, d)
         self.ffn = CmcrlFeedForward(d, config.intermediate_size, config.activation_function, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -326,10 +348,10 @@ class CmcrlMultimodalDecoderLayer(CmcrlDecoderLayer):
 
     def __init__(self, config: CmcrlConfig, layer_idx: int):
         super().__init__(config, layer_idx)
-        d, eps = config.hidden_size, config.layer_norm_eps
-        self.image_encoder_attn_layer_norm = nn.LayerNorm(d, eps=eps)
+        d = config.hidden_size
+        self.image_encoder_attn_layer_norm = layer_norm(config, d)
         self.image_encoder_attn = CmcrlAttention(d, config.num_attention_heads, config.attention_dropout, layer_idx)
-        self.image_final_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.image_final_layer_norm = layer_norm(config, d)
         self.image_ffn = CmcrlFeedForward(d, config.intermediate_size, config.activation_function, config.dropout)
 
     def _path(self, path: str):
@@ -357,7 +379,7 @@ class CmcrlVisionEmbeddings(nn.Module):
         self.view_embeddings = (
             nn.Embedding(config.num_views, config.hidden_size) if config.use_view_embeddings else None
         )
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm = layer_norm(config, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
 
     def train(self, mode: bool = True):
@@ -410,7 +432,7 @@ class CmcrlTextEmbeddings(nn.Module):
         self.scale = math.sqrt(config.hidden_size)
         self.max_positions = config.max_position_embeddings
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm = layer_norm(config, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, input_ids: torch.Tensor, past_length: int = 0) -> torch.Tensor:
@@ -456,8 +478,8 @@ class CmcrlCaamBlock(nn.Module):
         super().__init__()
         d = config.hidden_size
         self.attention = CmcrlAttention(d, config.num_attention_heads, config.attention_dropout)
-        self.layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
-        self.ffn_layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.layer_norm = layer_norm(config, d)
+        self.ffn_layer_norm = layer_norm(config, d)
         self.ffn = CmcrlFeedForward(d, config.intermediate_size, config.activation_function, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -546,13 +568,13 @@ class CmcrlLocalGlobalFusion(nn.Module):
 
     def __init__(self, config: CmcrlConfig):
         super().__init__()
-        d, heads, eps = config.hidden_size, config.num_attention_heads, config.layer_norm_eps
-        self.local_layer_norm = nn.LayerNorm(d, eps=eps)
-        self.global_layer_norm = nn.LayerNorm(d, eps=eps)
+        d, heads = config.hidden_size, config.num_attention_heads
+        self.local_layer_norm = layer_norm(config, d)
+        self.global_layer_norm = layer_norm(config, d)
         self.local_attn = CmcrlAttention(d, heads, config.attention_dropout)
         self.local_global_attn = CmcrlAttention(d, heads, config.attention_dropout)
         self.proj = nn.Linear(2 * d, d)
-        self.layer_norm = nn.LayerNorm(d, eps=eps)
+        self.layer_norm = layer_norm(config, d)
         self.fc1 = nn.Linear(d, config.intermediate_size)
         self.fc2 = nn.Linear(config.intermediate_size, d)
 
@@ -569,10 +591,10 @@ class CmcrlCrossLayer(nn.Module):
 
     def __init__(self, config: CmcrlConfig):
         super().__init__()
-        d, eps = config.hidden_size, config.layer_norm_eps
-        self.attn_layer_norm = nn.LayerNorm(d, eps=eps)
+        d = config.hidden_size
+        self.attn_layer_norm = layer_norm(config, d)
         self.attn = CmcrlAttention(d, config.num_attention_heads, config.attention_dropout)
-        self.ffn_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.ffn_layer_norm = layer_norm(config, d)
         self.ffn = CmcrlFeedForward(d, config.ldm_intermediate_size, config.activation_function, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -584,26 +606,54 @@ class CmcrlCrossLayer(nn.Module):
 class CmcrlLinguisticDeconfounder(nn.Module):
     """LDM: mediator M_l from the local visual features and the vocabulary dictionary, then a causal front-door
     intervention on the decoder input. With a cache, the mediator and the embedded prefix live in the cache slot
-    after the decoder layers', so each step costs one new row."""
+    after the decoder layers', so each step costs one new row.
+
+    `ldm_variant="reference"`: the intervention spans the whole sequence (future tokens and padding), and the
+    dictionary leaves out [PAD] and [BOS], whose rows a converted checkpoint copies from the reference's single
+    special row (kept once, as [EOS]); it takes no cache."""
 
     def __init__(self, config: CmcrlConfig):
         super().__init__()
-        d, eps = config.hidden_size, config.layer_norm_eps
+        d = config.hidden_size
+        self.causal = config.ldm_variant == "causal"
+        never_generated = {config.pad_token_id, config.bos_token_id}
+        self.dictionary_rows = (
+            None if self.causal else [row for row in range(config.vocab_size) if row not in never_generated]
+        )
         self.word_scale = math.sqrt(d)
         self.scale = 1 / math.sqrt(d) if config.fdi_scale else 1.0
-        self.dictionary_layer_norm = nn.LayerNorm(d, eps=eps)
-        self.local_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.dictionary_layer_norm = layer_norm(config, d)
+        self.local_layer_norm = layer_norm(config, d)
         self.text_cross_layer = CmcrlCrossLayer(config)
         self.visual_cross_layer = CmcrlCrossLayer(config)
-        self.mediator_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.mediator_layer_norm = layer_norm(config, d)
 
-    def mediator(self, local_features, word_embeddings):
+    def mediator(self, local_features: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        """(B, K, D) local features and the (V, D) word-embedding table -> the (B, K, D) mediator M_l."""
+        if self.dictionary_rows is not None:
+            word_embeddings = word_embeddings[self.dictionary_rows]
         dictionary = self.dictionary_layer_norm(word_embeddings.detach() * self.word_scale)[None]
         local = self.local_layer_norm(local_features)
         mediator = self.text_cross_layer(local, dictionary)
         return self.mediator_layer_norm(self.visual_cross_layer(mediator, local) + mediator)
 
-    def forward(self, hidden_states, local_features, word_embeddings, cache=None, cache_index: int = 0):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        local_features: torch.Tensor,
+        word_embeddings: torch.Tensor,
+        cache: EncoderDecoderCache | None = None,
+        cache_index: int = 0,
+    ) -> torch.Tensor:
+        """Embedded decoder input (B, L, D) -> the same after the front-door intervention with M_l."""
+        if not self.causal:
+            if cache is not None:
+                raise ValueError(
+                    'ldm_variant="reference" samples from the whole sequence, so it cannot run with a KV cache: '
+                    "pass use_cache=False (its generation_config does)"
+                )
+            mediator = self.mediator(local_features, word_embeddings)
+            return hidden_states + front_door_intervention(hidden_states, mediator, scale=self.scale)
         if cache is None:
             mediator, keys = self.mediator(local_features, word_embeddings), hidden_states
         else:
@@ -661,7 +711,7 @@ class CmcrlVisionEncoder(nn.Module):
         self.global_sampler = CmcrlGlobalSampler(config) if config.use_vdm else None
         self.mediator_fusion = CmcrlLocalGlobalFusion(config) if config.use_vdm else None
         self.fdi_scale = 1 / math.sqrt(config.hidden_size) if config.fdi_scale else 1.0
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm = layer_norm(config, config.hidden_size)
 
     def forward(
         self, pixel_values, pixel_mask=None, output_attentions=False, output_hidden_states=False, return_dict=True
@@ -710,8 +760,14 @@ class CmcrlTextDecoder(nn.Module):
         super().__init__()
         self.embeddings = CmcrlTextEmbeddings(config)
         self.ldm = CmcrlLinguisticDeconfounder(config) if config.use_ldm else None
+        if self.ldm is not None and not self.ldm.causal:
+            logger.warning(
+                'CmcrlConfig.ldm_variant="reference": the LDM sees future tokens and padding during training '
+                "(teacher forcing), as the reference code does; use it to reproduce converted checkpoints, not to "
+                'train new models ("causal" is the default).'
+            )
         self.layers = nn.ModuleList([CmcrlDecoderLayer(config, i) for i in range(config.decoder_layers)])
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm = layer_norm(config, config.hidden_size)
 
     def forward(self, input_ids, encoder_hidden_states, encoder_attention_mask, local_features=None, cache=None):
         past = cache.get_seq_length() if cache is not None else 0
@@ -735,7 +791,7 @@ class CmcrlMultiwayEncoder(nn.Module):
         super().__init__()
         self.embeddings = CmcrlVisionEmbeddings(config)
         self.layers = nn.ModuleList([CmcrlMultiwayEncoderLayer(config) for _ in range(config.encoder_layers)])
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm = layer_norm(config, config.hidden_size)
 
     def forward(self, hidden, token_mask, num_vision_tokens: int):
         for layer in self.layers:
@@ -750,8 +806,8 @@ class CmcrlMultimodalDecoder(nn.Module):
         super().__init__()
         self.embeddings = CmcrlTextEmbeddings(config)
         self.layers = nn.ModuleList([CmcrlMultimodalDecoderLayer(config, i) for i in range(config.decoder_layers)])
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.image_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm = layer_norm(config, config.hidden_size)
+        self.image_layer_norm = layer_norm(config, config.hidden_size)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
 
     def forward(self, hidden, self_mask, memory=None, memory_mask=None, path: str = "text"):
@@ -833,6 +889,9 @@ class CmcrlForConditionalGeneration(CmcrlPreTrainedModel, GenerationMixin):
         self.post_init()
         self.generation_config.max_length = config.max_report_length
         self.generation_config.num_beams = config.generation_num_beams
+        self.generation_config.no_repeat_ngram_size = config.generation_no_repeat_ngram_size
+        # The reference LDM changes earlier positions as the prefix grows: every step re-runs the whole prefix.
+        self.generation_config.use_cache = config.ldm_variant == "causal" or not config.use_ldm
         # [PAD] and [BOS] are never training targets; an untrained model must not emit them either.
         self.generation_config.suppress_tokens = [config.pad_token_id, config.bos_token_id]
 
