@@ -75,6 +75,7 @@ from .pipeline_cmcrl import RadiologyReportGenerationPipeline  # noqa: F401
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
+VIEW_EMBEDDINGS = "encoder.embeddings.view_embeddings.weight"
 
 # transformers 5.24 renamed the KV cache from `past_key_values` to `cache`: in the model inputs `generate` builds and
 # in every ModelOutput field. This file also runs as remote code on whatever release the downloader has, so it
@@ -148,14 +149,26 @@ class CmcrlPreTrainingOutput(ModelOutput):
 
 @dataclass
 class CmcrlTransferReport:
-    """Which VLCI weights were copied from a RadCARE checkpoint, which start fresh, which RadCARE weights were unused."""
+    """Which VLCI weights were copied from a RadCARE checkpoint, which start fresh, which RadCARE weights were unused.
+
+    `fresh_layers` names the encoder / decoder layers beyond the pre-trained depth (e.g. "encoder.layers.3"), all
+    of whose tensors start fresh; `partial` maps a tensor copied in part to what was copied (view embeddings of
+    more views than RadCARE's)."""
 
     copied: list[str] = field(default_factory=list)
     fresh: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
+    fresh_layers: list[str] = field(default_factory=list)
+    partial: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
-        return f"copied {len(self.copied)} tensors, {len(self.fresh)} start fresh, {len(self.unused)} unused"
+        """One line: the counts, the layers that start fresh and the tensors copied in part."""
+        text = f"copied {len(self.copied)} tensors, {len(self.fresh)} start fresh, {len(self.unused)} unused"
+        if self.fresh_layers:
+            text += f"; layers beyond the pre-trained depth start fresh: {', '.join(self.fresh_layers)}"
+        for name, what in self.partial.items():
+            text += f"; {name}: {what}"
+        return text
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -972,27 +985,47 @@ class CmcrlForConditionalGeneration(CmcrlPreTrainedModel, GenerationMixin):
         )
 
     @classmethod
-    def from_pretraining(cls, pretraining, config: CmcrlConfig | None = None):
-        """Initialise VLCI from RadCARE (a `CmcrlForPreTraining` or a folder saved from one): the vision expert
-        fills the encoder, the text path the decoder, embeddings and LM head carry over; VDM, LDM, view
-        embeddings and layers beyond the pre-trained depth start fresh. Returns (model, CmcrlTransferReport)."""
+    def from_pretraining(
+        cls, pretraining: "CmcrlForPreTraining | str | os.PathLike", config: CmcrlConfig | None = None
+    ) -> tuple["CmcrlForConditionalGeneration", CmcrlTransferReport]:
+        """Initialise VLCI from RadCARE (a `CmcrlForPreTraining` or a folder saved from one).
+
+        Copied: the backbone, projection, CLS token, view embeddings and LayerNorm of the vision embeddings; the
+        vision expert of every pre-trained encoder layer (its text expert is unused); the text path of every
+        pre-trained decoder layer (self-attention, cross-attention and feed-forward; the image path, the mask token,
+        `image_layer_norm` and the patch head are unused); the final LayerNorms, word embeddings and LM head.
+        Fresh: VDM, LDM and, when `config` is deeper than RadCARE (the reference pre-trains 3+3 layers and fine-tunes
+        6+6 on MIMIC-CXR), the layers beyond the pre-trained depth, named in the report's `fresh_layers`. RadCARE
+        pre-trains on single images, so only the first row of its view embeddings is trained; with fewer views in
+        RadCARE than in `config`, its rows are copied and the others start fresh (`partial`). Returns (model,
+        CmcrlTransferReport); a shape mismatch elsewhere (vocab_size, hidden_size, backbone) is a ValueError.
+        """
         if not isinstance(pretraining, CmcrlForPreTraining):
             pretraining = CmcrlForPreTraining.from_pretrained(pretraining)
         model = cls(config if config is not None else copy.deepcopy(pretraining.config))
         source, target = pretraining.state_dict(), model.state_dict()
         report = CmcrlTransferReport()
+        state = {}
         for name, tensor in target.items():
             if name not in source:
                 report.fresh.append(name)
-            elif source[name].shape != tensor.shape:
+                continue
+            value = source[name]
+            if name == VIEW_EMBEDDINGS and value.shape[1:] == tensor.shape[1:] and len(value) < len(tensor):
+                report.partial[name] = f"rows 0-{len(value) - 1} of {len(tensor)} copied, the others start fresh"
+                value = torch.cat([value, tensor[len(value) :]])
+            elif value.shape != tensor.shape:
                 raise ValueError(
-                    f"Cannot transfer {name}: RadCARE has shape {tuple(source[name].shape)}, VLCI expects "
+                    f"Cannot transfer {name}: RadCARE has shape {tuple(value.shape)}, VLCI expects "
                     f"{tuple(tensor.shape)} (vocab_size, hidden_size and backbone must match)"
                 )
-            else:
-                report.copied.append(name)
-        model.load_state_dict({name: source[name] for name in report.copied}, strict=False)
+            report.copied.append(name)
+            state[name] = value
+        model.load_state_dict(state, strict=False)
         report.unused = sorted(set(source) - set(report.copied))
+        for stack, layers in (("encoder", model.encoder.layers), ("decoder", model.decoder.layers)):
+            pretrained = len(getattr(pretraining, stack).layers)
+            report.fresh_layers += [f"{stack}.layers.{index}" for index in range(pretrained, len(layers))]
         logger.info("VLCI from RadCARE: %s", report.summary())
         return model, report
 
@@ -1005,7 +1038,8 @@ class CmcrlForPreTraining(CmcrlPreTrainedModel):
     image + text -> hidden patches; "v2v" masked image -> hidden patches; "t2t" prefix -> postfix. Without a task
     one is drawn from `config.pretraining_task_probs` among those the given inputs allow. `prefix_lengths` (in
     [1, number of words]) counts prefix tokens including [BOS]; `mask_noise` orders patches for masking (lowest
-    kept). Both are drawn at random when omitted.
+    kept). Both are drawn at random when omitted, prefix lengths uniformly in the reference's range: at least one
+    prefix word and two postfix words (a report of two words is cut after its first, one of one word before it).
     """
 
     def __init__(self, config: CmcrlConfig):
@@ -1057,7 +1091,10 @@ class CmcrlForPreTraining(CmcrlPreTrainedModel):
         if (words < 1).any():
             raise ValueError("input_ids: every report needs at least one word to split into prefix and postfix")
         if prefix_lengths is None:
-            prefix_lengths = 1 + (torch.rand(words.shape, device=words.device) * words).long()
+            # The reference's range: at least one prefix word and two postfix words (fewer for reports too short).
+            low = words.clamp(max=2)
+            high = (words - 1).clamp(min=low)
+            prefix_lengths = low + (torch.rand(words.shape, device=words.device) * (high - low + 1)).long()
         prefix_lengths = prefix_lengths.to(input_ids.device).long()
         if (prefix_lengths < 1).any() or (prefix_lengths > words).any():
             raise ValueError("prefix_lengths: expected 1 <= prefix length <= number of words of each report")
