@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration
+from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration, CmcrlForPreTraining
 from cxrgen.modeling.cmcrl.modeling_cmcrl import causal_front_door_intervention, front_door_intervention
 
 pytestmark = pytest.mark.transformers_compat
@@ -202,17 +202,27 @@ def test_paper_presets_decode_as_the_reference_with_trigram_blocking(studies, tm
         assert len(trigrams) == len(set(trigrams))
 
 
-def test_backbone_loads_from_a_local_checkpoint(tmp_path):
-    from transformers import AutoBackbone
+@pytest.mark.parametrize("layout", ["ResNetBackbone", "ResNetModel", "ResNetForImageClassification"])
+def test_backbone_loads_from_a_local_checkpoint_into_every_cmcrl_model(layout, tmp_path):
+    import transformers
 
     config = tiny_config()
+    # A deeper checkpoint than the config's backbone, as microsoft/resnet-101 has stage 4 beyond C4.
+    deeper = dict(embedding_size=8, hidden_sizes=[16, 32, 48], depths=[1, 1, 1], layer_type="basic")
     torch.manual_seed(5)
-    backbone = AutoBackbone.from_config(config.backbone_config)
-    backbone.save_pretrained(tmp_path)
-    model = CmcrlForConditionalGeneration(config)
-    model.load_backbone_weights(tmp_path)
-    loaded = model.encoder.embeddings.backbone.state_dict()
-    assert all(torch.equal(loaded[name], tensor) for name, tensor in backbone.state_dict().items())
+    saved = getattr(transformers, layout)(transformers.ResNetConfig(**deeper))
+    saved.save_pretrained(tmp_path)
+    state = saved.state_dict()
+    prefix = "resnet." if layout == "ResNetForImageClassification" else ""
+    for model in (CmcrlForConditionalGeneration(config), CmcrlForPreTraining(config)):
+        names = model.load_backbone_weights(tmp_path)
+        loaded = model.encoder.embeddings.backbone.state_dict()
+        assert names == list(loaded) and any("stages.1" in name for name in names)
+        assert all(torch.equal(tensor, state[prefix + name]) for name, tensor in loaded.items())
+    narrow = transformers.ResNetBackbone(transformers.ResNetConfig(**{**deeper, "embedding_size": 4}))
+    narrow.save_pretrained(tmp_path / "narrow")
+    with pytest.raises(ValueError, match="shape"):
+        CmcrlForConditionalGeneration(config).load_backbone_weights(tmp_path / "narrow")
 
 
 def test_frozen_backbone_stays_as_loaded_through_training_and_reloading(studies, tmp_path):

@@ -864,23 +864,35 @@ class CmcrlPreTrainedModel(PreTrainedModel):
         elif isinstance(module, CmcrlGlobalSampler):
             init.zeros_(module.relative_position_bias)
 
-    def load_backbone_weights(self, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> None:
-        """Load the vision backbone from a saved checkpoint of its class (e.g. a local ResNet-101 folder; extra
-        kwargs such as `out_features` go to `from_pretrained`)."""
+    def load_backbone_weights(self, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> list[str]:
+        """Load the vision backbone's weights from a transformers checkpoint of its architecture: a local folder or a
+        Hub id saved from the backbone, its base model or an image classifier (`ResNetBackbone`, `ResNetModel` or
+        `ResNetForImageClassification` for the default ResNet-101, e.g. "microsoft/resnet-101"; `cxrgen train
+        backbone` folders). Stages beyond the configured ones (ResNet stage 4) are not used. Works for every CMCRL
+        model (RadCARE and VLCI); extra kwargs go to `from_pretrained`. Returns the names of the loaded tensors.
+
+        Raises ValueError when the checkpoint lacks a tensor of the backbone or has another shape for one.
+        """
         current = self.encoder.embeddings.backbone
         # The backbone's own class: AutoBackbone.from_pretrained asks the Hub whether the name is a repo first.
-        backbone = type(current).from_pretrained(os.fspath(pretrained_model_name_or_path), **kwargs)
-        missing, unexpected = current.load_state_dict(backbone.state_dict(), strict=False)
+        loaded = type(current).from_pretrained(os.fspath(pretrained_model_name_or_path), **kwargs).state_dict()
+        expected = current.state_dict()
+        missing = sorted(set(expected) - set(loaded))
         if missing:
             raise ValueError(
                 f"{pretrained_model_name_or_path}: backbone checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}"
             )
-        if unexpected:
-            logger.info(
-                "%s: %d backbone tensors are not used by this backbone (e.g. a later stage)",
-                pretrained_model_name_or_path,
-                len(unexpected),
-            )
+        for name, tensor in expected.items():
+            if loaded[name].shape != tensor.shape:
+                raise ValueError(
+                    f"{pretrained_model_name_or_path}: backbone tensor {name} has shape {tuple(loaded[name].shape)}, "
+                    f"this config's backbone expects {tuple(tensor.shape)} (another backbone_config?)"
+                )
+        current.load_state_dict({name: loaded[name] for name in expected})
+        unused = len(loaded) - len(expected)
+        if unused:
+            logger.info("%s: %d backbone tensors not used (a later stage)", pretrained_model_name_or_path, unused)
+        return list(expected)
 
 
 def _report_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
