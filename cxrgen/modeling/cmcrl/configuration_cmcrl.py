@@ -218,8 +218,8 @@ class CmcrlConfig(PreTrainedConfig):
         self.custom_pipelines = {**CUSTOM_PIPELINES, **(getattr(self, "custom_pipelines", None) or {})}
         self._check()
 
-    def _check(self):
-        def fail(field, expected):
+    def _check(self) -> None:
+        def fail(field: str, expected: str) -> None:
             raise ValueError(f"CmcrlConfig.{field}={getattr(self, field)!r}: expected {expected}")
 
         if self.hidden_size % self.num_attention_heads:

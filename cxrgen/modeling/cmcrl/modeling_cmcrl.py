@@ -188,7 +188,7 @@ def text_position_encoding(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(1)
 
 
-def grid_position_encoding(grid: int, dim: int, device=None) -> torch.Tensor:
+def grid_position_encoding(grid: int, dim: int, device: torch.device | str | None = None) -> torch.Tensor:
     """(grid*grid, dim) 2-D sin-cos encoding, row-major; first half encodes the column, second half the row (MAE)."""
     coords = torch.arange(grid, device=device)
     cols = coords.repeat(grid)
@@ -208,6 +208,7 @@ class CmcrlReferenceLayerNorm(nn.LayerNorm):
     `nn.LayerNorm`, which divides by sqrt(biased variance + eps) instead."""
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Normalise the last dimension."""
         mean = hidden_states.mean(-1, keepdim=True)
         std = hidden_states.std(-1, keepdim=True)
         return self.weight * (hidden_states - mean) / (std + self.eps) + self.bias
@@ -240,7 +241,14 @@ class CmcrlAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, hidden_states, key_value_states=None, attention_mask=None, cache=None):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache: EncoderDecoderCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Self-attention (or cross-attention to `key_value_states`) -> (output (B, Lq, D), probabilities)."""
         is_cross = key_value_states is not None
         query = self._heads(self.q_proj(hidden_states))
         layer_cache = None
@@ -262,6 +270,8 @@ class CmcrlAttention(nn.Module):
 
 
 class CmcrlFeedForward(nn.Module):
+    """Position-wise feed-forward network: fc1, activation, dropout, fc2."""
+
     def __init__(self, hidden_size: int, intermediate_size: int, activation: str, dropout: float):
         super().__init__()
         self.fc1 = nn.Linear(hidden_size, intermediate_size)
@@ -269,7 +279,8 @@ class CmcrlFeedForward(nn.Module):
         self.act = ACT2FN[activation]
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., D)."""
         return self.fc2(self.dropout(self.act(self.fc1(x))))
 
 
@@ -285,7 +296,10 @@ class CmcrlEncoderLayer(nn.Module):
         self.ffn = CmcrlFeedForward(d, config.intermediate_size, config.activation_function, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, hidden_states, attention_mask=None):
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, D) -> (hidden states, attention probabilities (B, heads, L, L))."""
         attn, probs = self.self_attn(self.self_attn_layer_norm(hidden_states), attention_mask=attention_mask)
         hidden_states = hidden_states + self.dropout(attn)
         hidden_states = hidden_states + self.dropout(self.ffn(self.final_layer_norm(hidden_states)))
@@ -302,7 +316,10 @@ class CmcrlMultiwayEncoderLayer(CmcrlEncoderLayer):
         self.text_final_layer_norm = layer_norm(config, d)
         self.text_ffn = CmcrlFeedForward(d, config.intermediate_size, config.activation_function, config.dropout)
 
-    def forward(self, hidden_states, attention_mask=None, num_vision_tokens: int = 0):
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, num_vision_tokens: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, D) with the vision tokens first -> (hidden states, attention probabilities)."""
         attn, probs = self.self_attn(self.self_attn_layer_norm(hidden_states), attention_mask=attention_mask)
         hidden_states = hidden_states + self.dropout(attn)
         vision, text = hidden_states[:, :num_vision_tokens], hidden_states[:, num_vision_tokens:]
@@ -332,13 +349,14 @@ class CmcrlDecoderLayer(nn.Module):
 
     def forward(
         self,
-        hidden_states,
-        self_attention_mask=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        cache=None,
+        hidden_states: torch.Tensor,
+        self_attention_mask: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        cache: EncoderDecoderCache | None = None,
         path: str = "text",
-    ):
+    ) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D) through the "text" path (or RadCARE's "image" path)."""
         cross_norm, cross_attn, ffn_norm, ffn = self._path(path)
         attn, _ = self.self_attn(
             self.self_attn_layer_norm(hidden_states), attention_mask=self_attention_mask, cache=cache
@@ -395,7 +413,8 @@ class CmcrlVisionEmbeddings(nn.Module):
         self.layer_norm = layer_norm(config, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
 
-    def train(self, mode: bool = True):
+    def train(self, mode: bool = True) -> "CmcrlVisionEmbeddings":
+        """`nn.Module.train`, keeping a frozen backbone in eval mode."""
         # A frozen backbone keeps its BatchNorm running statistics: batch statistics would make training and
         # inference see different features.
         super().train(mode)
@@ -404,12 +423,12 @@ class CmcrlVisionEmbeddings(nn.Module):
             self.backbone.requires_grad_(False)
         return self
 
-    def position_encoding(self, num_views: int, device) -> torch.Tensor:
+    def position_encoding(self, num_views: int, device: torch.device | str | None) -> torch.Tensor:
         """(1 + V*G*G, D): zero for CLS, the same grid encoding for every view."""
         grid = grid_position_encoding(self.config.grid_size, self.config.hidden_size, device)
         return torch.cat([grid.new_zeros(1, grid.shape[1]), grid.repeat(num_views, 1)])
 
-    def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor):
+    def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
         """(B, V, 3, H, W), (B, V) bool -> tokens (B, 1 + V*G*G, D); only real views run through the backbone."""
         batch, views = pixel_values.shape[:2]
         size, grid = self.config.image_size, self.config.grid_size
@@ -449,6 +468,7 @@ class CmcrlTextEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, input_ids: torch.Tensor, past_length: int = 0) -> torch.Tensor:
+        """(B, L) ids at positions past_length.. -> (B, L, D) embeddings."""
         end = past_length + input_ids.shape[1]
         if end > self.max_positions:
             raise ValueError(f"input_ids: position {end - 1} exceeds max_position_embeddings={self.max_positions}")
@@ -461,7 +481,9 @@ class CmcrlTextEmbeddings(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 # Deconfounding modules
 # ----------------------------------------------------------------------------------------------------------
-def front_door_intervention(features, mediator, feature_mask=None, scale: float = 1.0):
+def front_door_intervention(
+    features: torch.Tensor, mediator: torch.Tensor, feature_mask: torch.Tensor | None = None, scale: float = 1.0
+) -> torch.Tensor:
     """FDI(X, M) = softmax_m(X M^T) softmax_x(M X^T) X: sample x given each mediator (within the sample, over
     `feature_mask` only), then average the samples by P(m | x)."""
     sampled = _mask_scores(
@@ -471,7 +493,9 @@ def front_door_intervention(features, mediator, feature_mask=None, scale: float 
     return (features @ mediator.transpose(1, 2) * scale).softmax(dim=-1) @ sampled
 
 
-def causal_front_door_intervention(queries, keys, mediator, scale: float = 1.0):
+def causal_front_door_intervention(
+    queries: torch.Tensor, keys: torch.Tensor, mediator: torch.Tensor, scale: float = 1.0
+) -> torch.Tensor:
     """FDI for a causal sequence: query i (the last Lq of the Lk key positions) samples x from keys <= its position."""
     q_len, k_len = queries.shape[1], keys.shape[1]
     allowed = torch.arange(k_len, device=keys.device)[None, :] <= torch.arange(q_len, device=keys.device)[:, None] + (
@@ -496,13 +520,14 @@ class CmcrlCaamBlock(nn.Module):
         self.ffn = CmcrlFeedForward(d, config.intermediate_size, config.activation_function, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D): the sum of both branches."""
         attn = self.attention
         h = self.layer_norm(x)
         q, k, v = attn._heads(attn.q_proj(h)), attn._heads(attn.k_proj(h)), attn._heads(attn.v_proj(h))
         scores = q @ k.transpose(-1, -2) / math.sqrt(attn.head_dim)
 
-        def branch(s):
+        def branch(s: torch.Tensor) -> torch.Tensor:
             return attn.out_proj((attn.dropout(s.softmax(dim=-1)) @ v).transpose(1, 2).reshape(x.shape))
 
         x = x + self.dropout(branch(-scores))
@@ -519,7 +544,11 @@ class CmcrlLocalSampler(nn.Module):
         self.top_k = config.local_top_k
         self.block = CmcrlCaamBlock(config)
 
-    def forward(self, hidden_states, attentions, token_mask):
+    def forward(
+        self, hidden_states: torch.Tensor, attentions: list[torch.Tensor], token_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encoder output (B, 1 + P, D), each layer's attention probabilities and the (B, 1 + P) token mask ->
+        (local features (B, heads*k, D), CLS rollout (B, heads, P), selected patch indices (B, heads*k))."""
         rollout = attentions[-1][:, :, 0]  # CLS row of the product, computed row-vector first
         for probs in reversed(attentions[:-1]):
             rollout = (rollout.unsqueeze(-2) @ probs).squeeze(-2)
@@ -557,7 +586,7 @@ class CmcrlGlobalSampler(nn.Module):
         rel = coords[:, :, None] - coords[:, None, :] + (g - 1)
         return rel[0] * (2 * g - 1) + rel[1]
 
-    def forward(self, patches):
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """(B, V*G*G, D) -> (B, V*g*g, D) with g = ceil(G/2)."""
         batch, _, d = patches.shape
         grid = patches.reshape(-1, self.grid, self.grid, d).permute(0, 3, 1, 2)
@@ -591,7 +620,8 @@ class CmcrlLocalGlobalFusion(nn.Module):
         self.fc1 = nn.Linear(d, config.intermediate_size)
         self.fc2 = nn.Linear(config.intermediate_size, d)
 
-    def forward(self, local, global_, global_mask):
+    def forward(self, local: torch.Tensor, global_: torch.Tensor, global_mask: torch.Tensor) -> torch.Tensor:
+        """Local (B, K, D) and global (B, N, D) features, (B, N) mask of real global tokens -> M_v (B, K, D)."""
         local, global_ = self.local_layer_norm(local), self.global_layer_norm(global_)
         local_local = local + self.local_attn(local)[0]
         local_global = local + self.local_global_attn(local, global_, attention_mask=global_mask[:, None, None, :])[0]
@@ -611,7 +641,8 @@ class CmcrlCrossLayer(nn.Module):
         self.ffn = CmcrlFeedForward(d, config.ldm_intermediate_size, config.activation_function, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, query, key_value):
+    def forward(self, query: torch.Tensor, key_value: torch.Tensor) -> torch.Tensor:
+        """Queries (B, Lq, D) attend to `key_value` (B or 1, Lk, D) -> (B, Lq, D)."""
         query = query + self.dropout(self.attn(self.attn_layer_norm(query), key_value)[0])
         return query + self.dropout(self.ffn(self.ffn_layer_norm(query)))
 
@@ -727,8 +758,13 @@ class CmcrlVisionEncoder(nn.Module):
         self.layer_norm = layer_norm(config, config.hidden_size)
 
     def forward(
-        self, pixel_values, pixel_mask=None, output_attentions=False, output_hidden_states=False, return_dict=True
-    ):
+        self,
+        pixel_values: torch.Tensor,
+        pixel_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: bool | None = True,
+    ) -> CmcrlEncoderOutput:
         """pixel_values (B, V, 3, H, W) or (B, 3, H, W); pixel_mask (B, V), 1 = real view. Returns CmcrlEncoderOutput."""
         if return_dict is False:
             raise ValueError("return_dict=False is not supported: the encoder returns a CmcrlEncoderOutput")
@@ -782,7 +818,15 @@ class CmcrlTextDecoder(nn.Module):
         self.layers = nn.ModuleList([CmcrlDecoderLayer(config, i) for i in range(config.decoder_layers)])
         self.layer_norm = layer_norm(config, config.hidden_size)
 
-    def forward(self, input_ids, encoder_hidden_states, encoder_attention_mask, local_features=None, cache=None):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor,
+        local_features: torch.Tensor | None = None,
+        cache: EncoderDecoderCache | None = None,
+    ) -> torch.Tensor:
+        """(B, L) decoder ids (the new ones when a cache holds the prefix) -> (B, L, D) hidden states."""
         past = cache.get_seq_length() if cache is not None else 0
         hidden = self.embeddings(input_ids, past)
         if self.ldm is not None:
@@ -806,7 +850,8 @@ class CmcrlMultiwayEncoder(nn.Module):
         self.layers = nn.ModuleList([CmcrlMultiwayEncoderLayer(config) for _ in range(config.encoder_layers)])
         self.layer_norm = layer_norm(config, config.hidden_size)
 
-    def forward(self, hidden, token_mask, num_vision_tokens: int):
+    def forward(self, hidden: torch.Tensor, token_mask: torch.Tensor, num_vision_tokens: int) -> torch.Tensor:
+        """Embedded [vision ‖ text] tokens (B, L, D) with their (B, L) mask -> (B, L, D)."""
         for layer in self.layers:
             hidden, _ = layer(hidden, token_mask[:, None, None, :], num_vision_tokens)
         return self.layer_norm(hidden)
@@ -823,7 +868,15 @@ class CmcrlMultimodalDecoder(nn.Module):
         self.image_layer_norm = layer_norm(config, config.hidden_size)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
 
-    def forward(self, hidden, self_mask, memory=None, memory_mask=None, path: str = "text"):
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        self_mask: torch.Tensor | None,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+        path: str = "text",
+    ) -> torch.Tensor:
+        """(B, L, D) decoder inputs attending to `memory` (B, M, D) through `path` ("text" or "image") -> (B, L, D)."""
         cross_mask = memory_mask[:, None, None, :] if memory_mask is not None else None
         for layer in self.layers:
             hidden = layer(hidden, self_mask, memory, cross_mask, path=path)
@@ -834,6 +887,9 @@ class CmcrlMultimodalDecoder(nn.Module):
 # Models
 # ----------------------------------------------------------------------------------------------------------
 class CmcrlPreTrainedModel(PreTrainedModel):
+    """Shared by the RadCARE and VLCI models: weight initialisation (xavier-uniform linears and convolutions with zero
+    biases, as in the reference; N(0, initializer_range) embeddings, CLS and mask tokens) and backbone loading."""
+
     config_class = CmcrlConfig
     config: CmcrlConfig
     base_model_prefix = "cmcrl"
@@ -920,16 +976,20 @@ class CmcrlForConditionalGeneration(CmcrlPreTrainedModel, GenerationMixin):
         # [PAD] and [BOS] are never training targets; an untrained model must not emit them either.
         self.generation_config.suppress_tokens = [config.pad_token_id, config.bos_token_id]
 
-    def get_input_embeddings(self):
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The decoder's word embeddings."""
         return self.decoder.embeddings.word_embeddings
 
-    def set_input_embeddings(self, value):
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        """Replace the decoder's word embeddings."""
         self.decoder.embeddings.word_embeddings = value
 
-    def get_output_embeddings(self):
+    def get_output_embeddings(self) -> nn.Linear:
+        """The LM head (not tied to the word embeddings, as in the reference)."""
         return self.lm_head
 
-    def set_output_embeddings(self, value):
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        """Replace the LM head."""
         self.lm_head = value
 
     @accepts_either_cache_name
@@ -1062,10 +1122,12 @@ class CmcrlForPreTraining(CmcrlPreTrainedModel):
         self.patch_head = nn.Linear(config.hidden_size, 3 * config.backbone_stride**2)
         self.post_init()
 
-    def get_input_embeddings(self):
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The decoder's word embeddings."""
         return self.decoder.embeddings.word_embeddings
 
-    def get_output_embeddings(self):
+    def get_output_embeddings(self) -> nn.Linear:
+        """The LM head of the text tasks."""
         return self.lm_head
 
     # -- inputs -------------------------------------------------------------------------------------------
@@ -1159,6 +1221,7 @@ class CmcrlForPreTraining(CmcrlPreTrainedModel):
         mask_noise: torch.FloatTensor | None = None,
         return_dict: bool | None = None,
     ) -> CmcrlPreTrainingOutput:
+        """One RadCARE step of `task` (drawn when None); see the class docstring for the inputs."""
         if return_dict is False:
             raise ValueError("return_dict=False is not supported: the model returns a CmcrlPreTrainingOutput")
         task = task if task is not None else self._choose_task(pixel_values is not None, input_ids is not None)
