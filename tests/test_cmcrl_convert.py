@@ -345,6 +345,9 @@ def test_convert_command_writes_a_complete_model_folder(config, converted, tmp_p
     words = processor.tokenizer.convert_ids_to_tokens(list(range(4, len(processor.tokenizer))))
     assert words == [token for token in REFERENCE_VOCAB if token != "<unk>"]
     loaded = CmcrlForConditionalGeneration.from_pretrained(output).eval()
+    generation = loaded.generation_config
+    assert (generation.num_beams, generation.length_penalty, generation.no_repeat_ngram_size) == (3, 0.0, 0)
+    assert generation.use_cache is False
     assert all(torch.equal(tensor, loaded.state_dict()[name]) for name, tensor in model.state_dict().items())
     assert "research" in (output / "README.md").read_text().lower()
     vocab.write_text(json.dumps({"heart": 1, "lungs": 3}))

@@ -182,14 +182,18 @@ def test_presets_build_the_paper_geometry():
         CmcrlConfig.from_preset("tiny", local_top_k=17)
 
 
-def test_paper_presets_decode_as_the_reference_with_trigram_blocking(studies, tmp_path):
+def test_paper_presets_decode_as_the_reference_with_trigram_blocking_and_summed_scores(studies, tmp_path):
     for name in ("iu-xray", "mimic-cxr"):
         config = CmcrlConfig.from_preset(name)
         assert (config.generation_num_beams, config.generation_no_repeat_ngram_size) == (3, 3)
-    assert tiny_config().generation_no_repeat_ngram_size == 0
+        assert config.generation_length_penalty == 0.0
+    assert tiny_config().generation_no_repeat_ngram_size == 0 and tiny_config().generation_length_penalty == 1.0
     torch.manual_seed(0)
-    model = CmcrlForConditionalGeneration(tiny_config(generation_no_repeat_ngram_size=3)).eval()
-    assert (model.generation_config.num_beams, model.generation_config.no_repeat_ngram_size) == (3, 3)
+    model = CmcrlForConditionalGeneration(
+        tiny_config(generation_no_repeat_ngram_size=3, generation_length_penalty=0.0)
+    ).eval()
+    generation = model.generation_config
+    assert (generation.num_beams, generation.no_repeat_ngram_size, generation.length_penalty) == (3, 3, 0.0)
     model.save_pretrained(tmp_path)
     assert CmcrlForConditionalGeneration.from_pretrained(tmp_path).generation_config.no_repeat_ngram_size == 3
     with torch.no_grad():  # an untrained model repeats itself: the blocking must show

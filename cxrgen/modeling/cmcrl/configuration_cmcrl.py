@@ -148,8 +148,10 @@ class CmcrlConfig(PreTrainedConfig):
     global sampler keeps `nn.LayerNorm` in both, as the reference's CoAtNet block does.
 
     Generation: `generation_num_beams` beams, `generation_no_repeat_ngram_size` (transformers'
-    `no_repeat_ngram_size`: 3 blocks repeated trigrams, the reference's `block_trigrams`; 0 blocks nothing) and
-    at most `max_report_length` tokens, written into the model's `generation_config`.
+    `no_repeat_ngram_size`: 3 blocks repeated trigrams, the reference's `block_trigrams`; 0 blocks nothing),
+    `generation_length_penalty` (transformers' `length_penalty`: 0 ranks finished beams by their summed
+    log-probability, as the reference's beam search does; 1, transformers' default, by their mean) and at most
+    `max_report_length` tokens, written into the model's `generation_config`.
 
     RadCARE: `mask_ratio` of patches are hidden; the encoder sees a `degradation` ("none", "maxpool",
     "avgpool", "bilinear") of the image, downsampled by `degradation_factor` and brought back to full size;
@@ -177,6 +179,7 @@ class CmcrlConfig(PreTrainedConfig):
     max_report_length: int = 60
     generation_num_beams: int = 3
     generation_no_repeat_ngram_size: int = 0
+    generation_length_penalty: float = 1.0
 
     image_size: int = 224
     backbone_config: dict | PreTrainedConfig | None = None

@@ -136,11 +136,14 @@ def _map_key(key: str) -> str | None:
 
 def reference_config(preset: str = "iu-xray", **overrides) -> CmcrlConfig:
     """A preset's `CmcrlConfig` set to compute what the reference code computes (its LayerNorm, its LDM, no
-    view embeddings, no n-gram blocking: the reference's beam search ignores its `block_trigrams` setting)."""
+    view embeddings) and to decode as it does (3 beams ranked by summed log-probability, no n-gram blocking: the
+    reference's beam search ignores its `block_trigrams` setting)."""
     settings = {
         "ldm_variant": "reference",
         "layer_norm_variant": "reference",
         "use_view_embeddings": False,
+        "generation_num_beams": 3,
+        "generation_length_penalty": 0.0,
         "generation_no_repeat_ngram_size": 0,
     }
     return CmcrlConfig.from_preset(preset, **{**settings, **overrides})

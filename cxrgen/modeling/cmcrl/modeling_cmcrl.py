@@ -24,7 +24,8 @@ Deliberate differences from the reference code (WissingChen/VLCI), with the defa
   reference computes.
 - Generation uses the transformers `GenerationMixin` with an `EncoderDecoderCache` (self- and cross-attention
   keys/values, the LDM prefix and mediator); the reference re-runs the whole prefix at every beam step. The
-  iu-xray and mimic-cxr presets block repeated trigrams (`generation_no_repeat_ngram_size: 3`), which the
+  iu-xray and mimic-cxr presets rank beams as the reference does (summed log-probability,
+  `generation_length_penalty: 0`) and block repeated trigrams (`generation_no_repeat_ngram_size: 3`), which the
   reference's configs ask for (`block_trigrams`) but its beam search ignores.
 - Distinct [PAD]=0, [BOS]=1, [EOS]=2 ids (the reference uses 0 for all three); EOS is always a training
   target, in VLCI and in RadCARE (whose reference never trains EOS).
@@ -971,6 +972,7 @@ class CmcrlForConditionalGeneration(CmcrlPreTrainedModel, GenerationMixin):
         self.generation_config.max_length = config.max_report_length
         self.generation_config.num_beams = config.generation_num_beams
         self.generation_config.no_repeat_ngram_size = config.generation_no_repeat_ngram_size
+        self.generation_config.length_penalty = config.generation_length_penalty
         # The reference LDM changes earlier positions as the prefix grows: every step re-runs the whole prefix.
         self.generation_config.use_cache = config.ldm_variant == "causal" or not config.use_ldm
         # [PAD] and [BOS] are never training targets; an untrained model must not emit them either.
