@@ -56,24 +56,32 @@ def convert_vlci(
 ) -> Path:
     """Convert an official VLCI checkpoint (`model_best.pth`) with its vocabulary into the model folder `output`.
 
-    `preset` gives the geometry ("iu-xray": 3+3 layers, two views; "mimic-cxr": 6+6 layers, one view);
+    `preset` gives the geometry ("iu-xray": 3+3 layers, two views; "mimic-cxr": 6+6 layers, one view), except
+    the depths and the LDM's FFN width, which are read from the checkpoint (`checkpoint_geometry`);
     `cleaning_style` the processor's report cleaning (default: the preset's dataset). The config reproduces the
     reference computation (`reference_config`): its LDM sees future tokens, so fine-tuning the folder trains on
     them. Returns the folder.
     """
     from cxrgen.hub_cards.card import build_model_card, save_model_card
-    from cxrgen.modeling.cmcrl.convert_vlci_checkpoint import convert_vlci_checkpoint, reference_config
+    from cxrgen.modeling.cmcrl.convert_vlci_checkpoint import (
+        checkpoint_geometry,
+        convert_vlci_state_dict,
+        read_vlci_checkpoint,
+        reference_config,
+        token_rows,
+    )
     from cxrgen.processing.image_processing_cxr import CxrImageProcessor
     from cxrgen.processing.processing_cmcrl import CmcrlProcessor
     from cxrgen.processing.tokenization import report_tokenizer_from_vocab
 
     reference_vocab = read_reference_vocab(vocab)
-    config = reference_config(preset)
+    state_dict = read_vlci_checkpoint(checkpoint)
+    config = reference_config(preset, **checkpoint_geometry(state_dict))
     tokenizer = report_tokenizer_from_vocab(
         [token for token in reference_vocab if token != REFERENCE_UNK], model_max_length=config.max_report_length
     )
     config.vocab_size = len(tokenizer)
-    model, report = convert_vlci_checkpoint(checkpoint, config, reference_vocab, tokenizer)
+    model, report = convert_vlci_state_dict(state_dict, config, token_rows(reference_vocab, tokenizer))
     image_processor = CxrImageProcessor(size={"height": config.image_size, "width": config.image_size})
     style = cleaning_style or PRESET_CLEANING.get(str(preset), "iu")
     processor = CmcrlProcessor(image_processor, tokenizer, cleaning_style=style)

@@ -11,6 +11,7 @@ import torch
 from cxrgen.cli import main
 from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration
 from cxrgen.modeling.cmcrl.convert_vlci_checkpoint import (
+    checkpoint_geometry,
     convert_vlci_checkpoint,
     convert_vlci_state_dict,
     reference_config,
@@ -327,9 +328,17 @@ def test_trained_causal_proj_projections_are_an_error(config, tokenizer):
         convert_vlci_state_dict(official, config, rows)
 
 
+def test_geometry_is_read_from_the_checkpoint(config):
+    official = official_state_dict(config)
+    assert checkpoint_geometry(official) == {"encoder_layers": 2, "decoder_layers": 2, "ldm_intermediate_size": 64}
+    # The released checkpoints' LDM feed-forward is as wide as the model (the current reference code: 4 times).
+    narrow = official_state_dict(CmcrlConfig.from_preset("tiny", ldm_intermediate_size=32, decoder_layers=3))
+    assert checkpoint_geometry(narrow) == {"encoder_layers": 2, "decoder_layers": 3, "ldm_intermediate_size": 32}
+
+
 def test_convert_command_writes_a_complete_model_folder(config, converted, tmp_path):
     model, official, _ = converted
-    official = {key: value for key, value in official.items()}
+    official = {f"module.{key}": value for key, value in official.items()}
     checkpoint, vocab, output = tmp_path / "model_best.pth", tmp_path / "idx2token.json", tmp_path / "vlci-iu"
     torch.save({"state_dict": official}, checkpoint)
     vocab.write_text(json.dumps({str(index + 1): token for index, token in enumerate(REFERENCE_VOCAB)}))

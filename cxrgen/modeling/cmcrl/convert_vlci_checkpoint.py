@@ -235,25 +235,47 @@ def convert_vlci_state_dict(
     return model, report
 
 
+def read_vlci_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state dict of an official checkpoint file (a state dict, or a dict holding one under "state_dict"),
+    without the `module.` prefix of DataParallel."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        checkpoint = checkpoint["state_dict"]
+    if not isinstance(checkpoint, dict) or not all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
+        raise ValueError(f"{path}: expected a VLCI state dict (or a dict with one under 'state_dict')")
+    return {key.removeprefix("module."): value for key, value in checkpoint.items()}
+
+
+def checkpoint_geometry(state_dict: dict[str, torch.Tensor]) -> dict[str, int]:
+    """The `CmcrlConfig` sizes an official state dict fixes: the encoder and decoder depths and the LDM's FFN width
+    (the released checkpoints use the width of the model there, the current reference code 4 times it)."""
+    geometry = {}
+    for stack, field_name in (("encoder", "encoder_layers"), ("decoder", "decoder_layers")):
+        layers = {int(match.group(1)) for key in state_dict if (match := re.match(rf"{stack}\.layers\.(\d+)\.", key))}
+        if layers:
+            geometry[field_name] = max(layers) + 1
+    ldm_ffn = state_dict.get("decoder.do.fuse_t.feed_forward.w_1.weight")
+    if ldm_ffn is not None:
+        geometry["ldm_intermediate_size"] = ldm_ffn.shape[0]
+    return geometry
+
+
 def convert_vlci_checkpoint(
     path: str | os.PathLike,
     config: CmcrlConfig,
     reference_vocab: list[str],
     tokenizer: PreTrainedTokenizerBase,
 ) -> tuple[CmcrlForConditionalGeneration, VlciConversionReport]:
-    """Read an official checkpoint file (a state dict, or a dict holding one under "state_dict") and convert it."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
-        checkpoint = checkpoint["state_dict"]
-    if not isinstance(checkpoint, dict) or not all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
-        raise ValueError(f"{path}: expected a VLCI state dict (or a dict with one under 'state_dict')")
-    return convert_vlci_state_dict(checkpoint, config, token_rows(reference_vocab, tokenizer))
+    """Read an official checkpoint file (see `read_vlci_checkpoint`) and convert it."""
+    return convert_vlci_state_dict(read_vlci_checkpoint(path), config, token_rows(reference_vocab, tokenizer))
 
 
 __all__ = [
     "VlciConversionReport",
+    "checkpoint_geometry",
     "convert_vlci_checkpoint",
     "convert_vlci_state_dict",
+    "read_vlci_checkpoint",
     "reference_config",
     "token_rows",
 ]
