@@ -26,8 +26,6 @@ from cxrgen.inference import generate_reports, load_generator  # noqa: E402
 from cxrgen.labels import CHEXPERT_OBSERVATIONS  # noqa: E402
 from cxrgen.visualization import labeled_observations  # noqa: E402
 
-pytestmark = pytest.mark.transformers_compat
-
 torch.set_num_threads(1)
 
 # Debian's chromium package; `.ci/run` installs it where it is missing.
