@@ -58,7 +58,12 @@ def resolve_model(model: str | Path) -> Path:
         raise FileNotFoundError(f"Model folder not found: {model} (nor is it a Hub repository id, org/name).")
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(str(model)))
+    try:
+        return Path(snapshot_download(str(model)))
+    except OSError as error:  # huggingface_hub's HTTP, offline and not-found errors are all OSErrors
+        raise FileNotFoundError(
+            f"{model} is no model folder here, and it could not be fetched as a Hub repository: {error}"
+        ) from error
 
 
 def intended_use(folder: Path) -> str:
@@ -109,7 +114,7 @@ def build_app(model: str | Path, device: str = "cpu"):
     max_new_tokens = _default_max_new_tokens(generation_config, method.prompt_in_output)
 
     def generate(files, num_beams, max_tokens):
-        paths = [str(getattr(file, "name", file)) for file in files or []]
+        paths = list(files or [])  # gr.File gives file paths
         if not paths:
             raise gr.Error("Upload the study's views first (PNG, JPEG or DICOM; frontal first).")
         try:

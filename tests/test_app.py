@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 import torch
 from tiny_folders import save_cmcrl_folder, save_trrg_folder
@@ -149,6 +150,15 @@ def test_intended_use_comes_from_the_model_card(cmcrl_folder, tmp_path):
     assert "Research use only" in text and "not for clinical use" in text.lower()
     assert "synthetic phantom images" in text  # the phantom-data warning of the card
     assert intended_use(tmp_path) == ""
+
+
+def test_a_missing_model_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert main(["app", "--model", str(tmp_path / "missing")]) == 2
+    assert "Model folder not found" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    assert main(["app", "--model", "runs/missing"]) == 2  # could be a repo id: the Hub is asked, offline here
+    assert "runs/missing is no model folder here, and it could not be fetched" in capsys.readouterr().err
 
 
 def test_importing_the_cli_does_not_load_gradio():
