@@ -12,8 +12,11 @@ import urllib.request
 from pathlib import Path
 
 import huggingface_hub
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+from test_image_processing import write_dicom
 from tiny_folders import save_cmcrl_folder, save_trrg_folder
 
 gradio = pytest.importorskip("gradio", reason='the app tests need the [app] extra: pip install -e ".[app]"')
@@ -131,6 +134,19 @@ def test_bad_uploads_get_the_cli_messages(cmcrl_server, cmcrl_folder, tmp_path, 
     assert main(["generate", "--model", str(cmcrl_folder), str(broken)]) == 2
     cli_message = capsys.readouterr().err.strip().splitlines()[-1].removeprefix("cxrgen generate: error: ")
     assert cli_message.replace(str(broken), broken.name) == str(raised.value)
+
+
+def test_dicom_views_are_read(cmcrl_server, cmcrl_folder, phantom_study, tmp_path):
+    pytest.importorskip("pydicom", reason='DICOM uploads need the [dicom] extra: pip install -e ".[dicom]"')
+    frontal = tmp_path / "frontal.dcm"
+    write_dicom(frontal, np.asarray(Image.open(phantom_study[0]).convert("L"), dtype=np.uint16) * 16)
+    study = [str(frontal), phantom_study[1]]
+    files = [gradio_client.handle_file(path) for path in study]
+    report, _, _, figures = client(cmcrl_server).predict(files, 1, 8, api_name="/generate")
+    assert (
+        report == generate_reports(load_generator(cmcrl_folder), [study], num_beams=1, max_new_tokens=8)[0]["report"]
+    )
+    assert len(figures) == 2
 
 
 def test_trrg_app_gives_probabilities_and_clues(trrg_server, phantom_study):
