@@ -94,6 +94,17 @@ def _push(args):
         )
     commit = push_model_folder(folder, args.repo, private=args.private, token=args.token)
     print(f"Pushed {folder} to {args.repo}: {commit.commit_url}")
+    if args.space:
+        from .app import push_space
+
+        commit = push_space(args.space, args.repo, private=args.private, token=args.token)
+        print(f"Pushed the app of {args.repo} to the Space {args.space}: {commit.commit_url}")
+
+
+def _app(args):
+    from .app import run_app
+
+    run_app(args.model, host=args.host, port=args.port)
 
 
 def _train(args, trainer_args):
@@ -199,7 +210,14 @@ def build_parser():
     push.add_argument("--repo", required=True, help="the Hub repository id, org/name (created when missing)")
     push.add_argument("--private", action="store_true", help="create the repository as private")
     push.add_argument("--token", help="Hub token (default: HF_TOKEN or the stored login)")
+    push.add_argument("--space", help="also create the Gradio Space org/name serving `cxrgen app` for --repo")
     push.set_defaults(handler=_push)
+
+    app = commands.add_parser("app", help="a local web app (Gradio, the [app] extra): report, observations, figures")
+    app.add_argument("--model", required=True, help=f"a saved {names} model folder, or a Hub repository id")
+    app.add_argument("--port", type=int, help="the port to serve on (default: 7860 or the next free one)")
+    app.add_argument("--host", default="127.0.0.1", help="the address to serve on (default: this machine only)")
+    app.set_defaults(handler=_app)
 
     train = commands.add_parser(
         "train",
