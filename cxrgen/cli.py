@@ -131,6 +131,17 @@ def _push(args: argparse.Namespace) -> None:
         )
     commit = push_model_folder(folder, args.repo, private=args.private, token=args.token)
     print(f"Pushed {folder} to {args.repo}: {commit.commit_url}")
+    if args.space:
+        from .app import push_space
+
+        commit = push_space(args.space, args.repo, private=args.private, token=args.token)
+        print(f"Pushed the app of {args.repo} to the Space {args.space}: {commit.commit_url}")
+
+
+def _app(args: argparse.Namespace) -> None:
+    from .app import run_app
+
+    run_app(args.model, host=args.host, port=args.port)
 
 
 def _train(args: argparse.Namespace, trainer_args: list[str]) -> None:
@@ -140,6 +151,13 @@ def _train(args: argparse.Namespace, trainer_args: list[str]) -> None:
     output = run(
         args.config, args.data, args.images, args.output, resume=args.resume, init=args.init, trainer_args=trainer_args
     )
+    print(f"Wrote {output}")
+
+
+def _convert(args: argparse.Namespace) -> None:
+    from .convert import convert_vlci
+
+    output = convert_vlci(args.checkpoint, args.vocab, args.output, preset=args.preset, repo_id=args.repo_id)
     print(f"Wrote {output}")
 
 
@@ -262,7 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--repo", required=True, help="the Hub repository id, org/name (created when missing)")
     push.add_argument("--private", action="store_true", help="create the repository as private")
     push.add_argument("--token", help="Hub token (default: HF_TOKEN or the stored login)")
+    push.add_argument("--space", help="also create the Gradio Space org/name serving `cxrgen app` for --repo")
     push.set_defaults(handler=_push)
+
+    app = commands.add_parser(
+        "app", help="a local web app (Gradio, the [app] extra): report, observations, figures", parents=[common]
+    )
+    app.add_argument("--model", required=True, help=f"a saved {names} model folder, or a Hub repository id")
+    app.add_argument("--port", type=int, help="the port to serve on (default: 7860 or the next free one)")
+    app.add_argument("--host", default="127.0.0.1", help="the address to serve on (default: this machine only)")
+    app.set_defaults(handler=_app)
 
     train = commands.add_parser(
         "train",
@@ -281,6 +308,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output")
     train.add_argument("--init", help="a model folder of the previous stage to start from (vlci: RadCARE or backbone)")
     train.set_defaults(handler=_train, passes_unknown_args=True)
+
+    convert = commands.add_parser("convert", help="an official checkpoint of another code base as a model folder")
+    sources = convert.add_subparsers(dest="source", required=True)
+    vlci = sources.add_parser(
+        "vlci", help="a WissingChen/VLCI checkpoint, computing what the reference computes", parents=[common]
+    )
+    vlci.add_argument("checkpoint", help="the official checkpoint file (e.g. model_best.pth)")
+    vlci.add_argument(
+        "--vocab", required=True, help="its vocabulary: idx2token / token2idx JSON, a JSON list or one token a line"
+    )
+    vlci.add_argument("--output", required=True, help="the model folder to write")
+    vlci.add_argument("--preset", default="iu-xray", help="the geometry: iu-xray (default), mimic-cxr or a YAML file")
+    vlci.add_argument("--repo-id", help="the Hub repository id named on the card (default: the folder's name)")
+    vlci.set_defaults(handler=_convert)
 
     demo = commands.add_parser(
         "demo",

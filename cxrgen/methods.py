@@ -49,7 +49,10 @@ class Method:
 
     Inference: with ``prompt_in_output``, ``generate`` returns the prompt before the report (a decoder-only LM) and
     ``post_process_generation`` is given its length; with ``structured_findings``, the model's
-    ``structured_findings(pixel_values, pixel_mask)`` adds per-study findings to each report.
+    ``structured_findings(pixel_values, pixel_mask)`` adds per-study findings to each report; with
+    ``attention_rollout``, the output of ``get_encoder()(pixel_values, pixel_mask)`` has ``attention_rollout``
+    (B, heads, V * grid_size**2) and ``local_patch_indices`` (the patches it selects), which
+    :mod:`cxrgen.visualization` draws over each view.
     """
 
     name: str
@@ -63,6 +66,7 @@ class Method:
     prompt_in_output: bool
     structured_findings: bool
     demo_preset: str
+    attention_rollout: bool = False
 
 
 METHODS: dict[str, Method] = {}
@@ -150,6 +154,7 @@ register_method(
         prompt_in_output=False,
         structured_findings=False,
         demo_preset="tiny",
+        attention_rollout=True,
     )
 )
 

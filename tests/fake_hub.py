@@ -20,13 +20,15 @@ from huggingface_hub.utils import _http as hf_http
 from huggingface_hub.utils import set_async_client_factory, set_client_factory
 
 _REPO = r"(?P<repo_id>[^/]+/[^/]+)"
+# Model repositories are read and written; Spaces (`cxrgen push --space`) are only created and committed to.
+_KIND = r"(?P<kind>models|spaces)"
 _ROUTES = [
     ("POST", re.compile(r"/api/repos/create"), "_create_repo"),
     ("POST", re.compile(r"/api/validate-yaml"), "_validate_yaml"),
     ("GET", re.compile(r"/api/agent-harnesses"), "_agent_harnesses"),
     ("GET", re.compile(rf"/api/models/{_REPO}(/revision/(?P<revision>[^/]+))?"), "_model_info"),
-    ("POST", re.compile(rf"/api/models/{_REPO}/preupload/(?P<revision>[^/]+)"), "_preupload"),
-    ("POST", re.compile(rf"/api/models/{_REPO}/commit/(?P<revision>[^/]+)"), "_commit"),
+    ("POST", re.compile(rf"/api/{_KIND}/{_REPO}/preupload/(?P<revision>[^/]+)"), "_preupload"),
+    ("POST", re.compile(rf"/api/{_KIND}/{_REPO}/commit/(?P<revision>[^/]+)"), "_commit"),
     ("GET", re.compile(rf"/api/models/{_REPO}/tree/(?P<revision>[^/]+)(/(?P<path>.+))?"), "_tree"),
     ("GET", re.compile(rf"/{_REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)"), "_resolve"),
     ("HEAD", re.compile(rf"/{_REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)"), "_resolve"),
@@ -49,6 +51,7 @@ class Commit:
 class FakeRepo:
     private: bool
     commits: list = field(default_factory=list)
+    sdk: str | None = None
 
     @property
     def head(self):
@@ -77,6 +80,7 @@ class FakeHub:
     def __init__(self, token):
         self.token = token
         self.repos = {}
+        self.spaces = {}  # repo id -> FakeRepo; FakeRepo.sdk says which Space SDK it was created with
         self.requests = []
         self.unhandled = []
         self._lock = threading.Lock()
@@ -135,15 +139,15 @@ class FakeHub:
     def _authorized(self, request):
         return request.headers.get("authorization") == f"Bearer {self.token}"
 
-    def _repo_for_read(self, request, repo_id):
+    def _repo_for_read(self, request, repo_id, kind="models"):
         """The repo, or an error response as the Hub gives it (private repos look absent without the token)."""
-        repo = self.repos.get(repo_id)
+        repo = (self.spaces if kind == "spaces" else self.repos).get(repo_id)
         if repo is None or (repo.private and not self._authorized(request)):
             return None, _error(404, "RepoNotFound", f"Repository {repo_id} not found")
         return repo, None
 
-    def _commit_for_read(self, request, repo_id, revision):
-        repo, error = self._repo_for_read(request, repo_id)
+    def _commit_for_read(self, request, repo_id, revision, kind="models"):
+        repo, error = self._repo_for_read(request, repo_id, kind)
         if error is not None:
             return None, error
         commit = repo.at(revision)
@@ -155,19 +159,23 @@ class FakeHub:
         if not self._authorized(request):
             return _error(401, None, "Invalid credentials in Authorization header")
         payload = json.loads(request.content)
-        if payload.get("type", "model") != "model":
-            return _error(400, None, "FakeHub only hosts model repositories")
+        repo_type = payload.get("type", "model")
+        if repo_type not in ("model", "space"):
+            return _error(400, None, "FakeHub only hosts model repositories and Spaces")
+        if repo_type == "space" and not payload.get("sdk"):
+            return _error(400, None, "A Space needs an sdk")
+        store = self.spaces if repo_type == "space" else self.repos
         if not payload.get("organization"):
             return _error(400, None, "FakeHub needs repo ids of the form namespace/name")
         visibility = payload.get("visibility", "public")
         if visibility not in ("public", "private"):
             return _error(400, None, f"FakeHub does not support visibility {visibility!r}")
         repo_id = f"{payload['organization']}/{payload['name']}"
-        url = f"{_endpoint(request)}/{repo_id}"
-        if repo_id in self.repos:
-            return httpx2.Response(409, json={"error": "You already created this model repo", "url": url})
+        url = f"{_endpoint(request)}/{'spaces/' if repo_type == 'space' else ''}{repo_id}"
+        if repo_id in store:
+            return httpx2.Response(409, json={"error": f"You already created this {repo_type} repo", "url": url})
         initial = Commit(_commit_oid(repo_id, "initial commit", {}), "initial commit", {})
-        self.repos[repo_id] = FakeRepo(private=visibility == "private", commits=[initial])
+        store[repo_id] = FakeRepo(private=visibility == "private", commits=[initial], sdk=payload.get("sdk"))
         return httpx2.Response(200, json={"url": url, "name": repo_id})
 
     def _validate_yaml(self, request):
@@ -201,10 +209,10 @@ class FakeHub:
             )
         return httpx2.Response(200, json=info)
 
-    def _preupload(self, request, repo_id, revision):
+    def _preupload(self, request, kind, repo_id, revision):
         if not self._authorized(request):
             return _error(401, None, "Invalid credentials in Authorization header")
-        commit, error = self._commit_for_read(request, repo_id, revision)
+        commit, error = self._commit_for_read(request, repo_id, revision, kind)
         if error is not None:
             return error
         # "regular" for every file keeps uploads inside the commit call: no LFS or Xet storage to fake.
@@ -219,10 +227,10 @@ class FakeHub:
         ]
         return httpx2.Response(200, json={"files": files})
 
-    def _commit(self, request, repo_id, revision):
+    def _commit(self, request, kind, repo_id, revision):
         if not self._authorized(request):
             return _error(401, None, "Invalid credentials in Authorization header")
-        repo, error = self._repo_for_read(request, repo_id)
+        repo, error = self._repo_for_read(request, repo_id, kind)
         if error is not None:
             return error
         if revision != "main":
@@ -245,7 +253,8 @@ class FakeHub:
                 return _error(400, None, f"FakeHub does not support commit operation {key!r}")
         oid = _commit_oid(repo.head.oid, header["summary"], files)
         repo.commits.append(Commit(oid, header["summary"], files))
-        commit_url = f"{_endpoint(request)}/{repo_id}/commit/{oid}"
+        prefix = "spaces/" if kind == "spaces" else ""
+        commit_url = f"{_endpoint(request)}/{prefix}{repo_id}/commit/{oid}"
         return httpx2.Response(200, json={"commitUrl": commit_url, "commitOid": oid, "pullRequestUrl": None})
 
     def _tree(self, request, repo_id, revision, path=None):

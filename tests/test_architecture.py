@@ -24,11 +24,11 @@ LAYERS = (
     ("processing", ("cxrgen.processing",)),
     ("modeling", ("cxrgen.modeling", "cxrgen.presets")),
     ("data", ("cxrgen.data",)),
-    ("inference", ("cxrgen.inference",)),
+    ("inference", ("cxrgen.inference", "cxrgen.visualization")),
     ("evaluation", ("cxrgen.evaluation",)),
     ("hub_cards", ("cxrgen.hub_cards",)),
     ("trainers", ("cxrgen.trainers",)),
-    ("application", ("cxrgen", "cxrgen.cli", "cxrgen.demo")),
+    ("application", ("cxrgen", "cxrgen.cli", "cxrgen.convert", "cxrgen.demo", "cxrgen.app")),
 )
 # Model folders may import these (yaml: PyYAML, which transformers depends on, reads the preset files), the standard
 # library and single-dot sibling files. The processing files that travel

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration
+from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration, CmcrlForPreTraining
 from cxrgen.modeling.cmcrl.modeling_cmcrl import causal_front_door_intervention, front_door_intervention
 
 pytestmark = pytest.mark.transformers_compat
@@ -182,17 +182,51 @@ def test_presets_build_the_paper_geometry():
         CmcrlConfig.from_preset("tiny", local_top_k=17)
 
 
-def test_backbone_loads_from_a_local_checkpoint(tmp_path):
-    from transformers import AutoBackbone
+def test_paper_presets_decode_as_the_reference_with_trigram_blocking_and_summed_scores(studies, tmp_path):
+    for name in ("iu-xray", "mimic-cxr"):
+        config = CmcrlConfig.from_preset(name)
+        assert (config.generation_num_beams, config.generation_no_repeat_ngram_size) == (3, 3)
+        assert config.generation_length_penalty == 0.0
+    assert tiny_config().generation_no_repeat_ngram_size == 0 and tiny_config().generation_length_penalty == 1.0
+    torch.manual_seed(0)
+    model = CmcrlForConditionalGeneration(
+        tiny_config(generation_no_repeat_ngram_size=3, generation_length_penalty=0.0)
+    ).eval()
+    generation = model.generation_config
+    assert (generation.num_beams, generation.no_repeat_ngram_size, generation.length_penalty) == (3, 3, 0.0)
+    model.save_pretrained(tmp_path)
+    assert CmcrlForConditionalGeneration.from_pretrained(tmp_path).generation_config.no_repeat_ngram_size == 3
+    with torch.no_grad():  # an untrained model repeats itself: the blocking must show
+        model.lm_head.bias[5] = 50.0
+        generated = model.generate(pixel_values=studies[0], pixel_mask=studies[1], max_length=16)
+    for row in generated.tolist():
+        trigrams = [
+            tuple(row[i : i + 3]) for i in range(len(row) - 2) if model.config.pad_token_id not in row[i : i + 3]
+        ]
+        assert len(trigrams) == len(set(trigrams))
+
+
+@pytest.mark.parametrize("layout", ["ResNetBackbone", "ResNetModel", "ResNetForImageClassification"])
+def test_backbone_loads_from_a_local_checkpoint_into_every_cmcrl_model(layout, tmp_path):
+    import transformers
 
     config = tiny_config()
+    # A deeper checkpoint than the config's backbone, as microsoft/resnet-101 has stage 4 beyond C4.
+    deeper = dict(embedding_size=8, hidden_sizes=[16, 32, 48], depths=[1, 1, 1], layer_type="basic")
     torch.manual_seed(5)
-    backbone = AutoBackbone.from_config(config.backbone_config)
-    backbone.save_pretrained(tmp_path)
-    model = CmcrlForConditionalGeneration(config)
-    model.load_backbone_weights(tmp_path)
-    loaded = model.encoder.embeddings.backbone.state_dict()
-    assert all(torch.equal(loaded[name], tensor) for name, tensor in backbone.state_dict().items())
+    saved = getattr(transformers, layout)(transformers.ResNetConfig(**deeper))
+    saved.save_pretrained(tmp_path)
+    state = saved.state_dict()
+    prefix = "resnet." if layout == "ResNetForImageClassification" else ""
+    for model in (CmcrlForConditionalGeneration(config), CmcrlForPreTraining(config)):
+        names = model.load_backbone_weights(tmp_path)
+        loaded = model.encoder.embeddings.backbone.state_dict()
+        assert names == list(loaded) and any("stages.1" in name for name in names)
+        assert all(torch.equal(tensor, state[prefix + name]) for name, tensor in loaded.items())
+    narrow = transformers.ResNetBackbone(transformers.ResNetConfig(**{**deeper, "embedding_size": 4}))
+    narrow.save_pretrained(tmp_path / "narrow")
+    with pytest.raises(ValueError, match="shape"):
+        CmcrlForConditionalGeneration(config).load_backbone_weights(tmp_path / "narrow")
 
 
 def test_frozen_backbone_stays_as_loaded_through_training_and_reloading(studies, tmp_path):

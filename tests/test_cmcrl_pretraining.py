@@ -54,6 +54,17 @@ def test_text_split_keeps_eos_as_a_target(model, images):
         model(input_ids=torch.tensor([[1, 5, 6, 0]]), task="t2t")
 
 
+def test_random_cut_keeps_one_prefix_word_and_two_postfix_words(model):
+    ids = torch.tensor([[1, 5, 6, 7, 8, 9, 2], [1, 5, 6, 7, 2, 0, 0], [1, 5, 6, 2, 0, 0, 0], [1, 5, 2, 0, 0, 0, 0]])
+    seen = [set() for _ in ids]
+    torch.manual_seed(0)
+    for _ in range(60):
+        prefix, prefix_mask, _, labels = model._split_text(ids, None, None)
+        for row, (kept, targets) in enumerate(zip(prefix_mask.sum(1).tolist(), (labels >= 0).sum(1).tolist())):
+            seen[row].add((kept - 1, targets - 1))  # (prefix words, postfix words), without [BOS] and [EOS]
+    assert seen == [{(1, 4), (2, 3), (3, 2)}, {(1, 2)}, {(1, 1)}, {(0, 1)}]
+
+
 def test_masked_patch_loss_counts_only_hidden_patches(model, images):
     out = model(pixel_values=images, task="v2v", mask_noise=noise())
     pred = out.pred_patches.detach().requires_grad_(True)
@@ -160,3 +171,26 @@ def test_vlci_from_pretraining_copies_vision_expert_and_text_path(model, tmp_pat
     assert all(torch.equal(source[name], target[name]) for name in report.copied)
     with pytest.raises(ValueError, match="vocab_size"):
         CmcrlForConditionalGeneration.from_pretraining(model, config=CmcrlConfig.from_preset("tiny", vocab_size=50))
+
+
+def test_deeper_vlci_names_the_layers_that_start_fresh():
+    """The reference pre-trains 3+3 layers and fine-tunes 6+6 on MIMIC-CXR; here 2+2 -> 4+4, one view -> two."""
+    torch.manual_seed(0)
+    radcare = CmcrlForPreTraining(CmcrlConfig.from_preset("tiny", num_views=1))
+    config = CmcrlConfig.from_preset("tiny", encoder_layers=4, decoder_layers=4, num_views=2)
+    vlci, report = CmcrlForConditionalGeneration.from_pretraining(radcare, config=config)
+    assert report.fresh_layers == ["encoder.layers.2", "encoder.layers.3", "decoder.layers.2", "decoder.layers.3"]
+    assert "layers beyond the pre-trained depth start fresh: encoder.layers.2" in report.summary()
+    for layer in report.fresh_layers:
+        names = [name for name in vlci.state_dict() if name.startswith(layer + ".")]
+        assert names and set(names) <= set(report.fresh)
+    source, target = radcare.state_dict(), vlci.state_dict()
+    for name in ("encoder.layers.1.ffn.fc1.weight", "decoder.layers.1.encoder_attn.q_proj.weight"):
+        assert name in report.copied and torch.equal(source[name], target[name])
+    views = "encoder.embeddings.view_embeddings.weight"
+    assert views in report.partial and torch.equal(target[views][:1], source[views])
+    assert not torch.equal(target[views][1], source[views][0])
+    _, report = CmcrlForConditionalGeneration.from_pretraining(
+        radcare, config=CmcrlConfig.from_preset("tiny", encoder_layers=1, num_views=1)
+    )
+    assert not report.fresh_layers and any(name.startswith("encoder.layers.1.") for name in report.unused)

@@ -2,6 +2,7 @@
 reports user errors (one message, exit code 2, no traceback unless --debug) and bugs (a traceback)."""
 
 import json
+import logging
 import shutil
 
 import pytest
@@ -47,10 +48,20 @@ def test_a_config_with_another_size_names_the_parameter_both_shapes_and_the_fiel
     assert "LOAD REPORT" not in caplog.text  # transformers' per-parameter table is not printed as well
 
 
-def test_a_config_with_fewer_layers_names_the_left_over_parameters(saved, tmp_path):
-    folder = copy_with_config(saved, tmp_path, decoder_layers=CmcrlConfig.from_preset("tiny").decoder_layers - 1)
-    with pytest.raises(ModelFolderError, match=r"in the weights have no place in the model \(e.g. 'decoder\.layers"):
+def test_a_config_with_more_layers_names_the_missing_parameters(saved, tmp_path):
+    folder = copy_with_config(saved, tmp_path, decoder_layers=CmcrlConfig.from_preset("tiny").decoder_layers + 1)
+    with pytest.raises(
+        ModelFolderError, match=r"parameter\(s\) the model needs are not in the weights \(e.g. 'decoder"
+    ):
         load_model_folder(folder)
+
+
+def test_weights_the_config_does_not_use_are_a_warning(saved, tmp_path, caplog):
+    folder = copy_with_config(saved, tmp_path, decoder_layers=CmcrlConfig.from_preset("tiny").decoder_layers - 1)
+    with caplog.at_level(logging.WARNING, logger="cxrgen.modeling.loading"):
+        load_model_folder(folder)
+    assert "parameter(s) in model.safetensors are not used by the model config.json describes" in caplog.text
+    assert "(e.g. 'decoder.layers." in caplog.text
 
 
 def test_a_folder_without_weights_says_what_it_expected(saved, tmp_path):

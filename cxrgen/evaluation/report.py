@@ -1,7 +1,8 @@
 """An evaluation run of a saved model on one split: predictions (JSONL), metrics (JSON) and a Markdown report.
 
 The Markdown report holds the metric table (NLG and clinical efficacy), the per-observation CE table and a few
-example studies with thumbnails of their images, the reference and the generated report.
+example studies with thumbnails of their images, the reference and the generated report, and the figures of
+:mod:`cxrgen.visualization` (CMCRL: attention rollout overlays; TRRG: the probability chart with its clues).
 
 References are the annotation's reports cleaned as the model's processor cleans its training targets (CMCRL's
 ``cleaning_style``), so predictions and references are compared in the same form; a processor without a cleaning
@@ -26,11 +27,13 @@ from cxrgen.evaluation.predictions import write_predictions
 from cxrgen.inference import ReportGenerator, generate_reports, load_generator
 from cxrgen.processing.cleaning import clean_report
 from cxrgen.processing.image_processing_cxr import load_image
+from cxrgen.visualization import study_figures
 
 PREDICTIONS_NAME = "predictions.jsonl"
 METRICS_NAME = "metrics.json"
 REPORT_NAME = "report.md"
 EXAMPLES_DIR = "examples"
+FIGURES_DIR = "figures"
 THUMBNAIL_SIZE = 160
 
 
@@ -130,7 +133,7 @@ def evaluate_model(
     Args:
         model_dir: a saved CMCRL or TRRG model folder.
         annotation: an R2Gen ``annotation.json`` path (or the loaded object); ``image_root`` resolves its images.
-        output_dir: where predictions.jsonl, metrics.json, report.md and examples/ go (default
+        output_dir: where predictions.jsonl, metrics.json, report.md, examples/ and figures/ go (default
             ``<model_dir>/evaluation-<split>``).
         num_beams, max_new_tokens: override the model's generation_config.
         num_examples: studies shown in the Markdown report.
@@ -181,7 +184,7 @@ def evaluate_model(
         "report": output_dir / REPORT_NAME,
     }
     paths["metrics"].write_text(json.dumps({**metrics, "settings": settings}, indent=2), encoding="utf-8")
-    examples = write_examples(records[:num_examples], output_dir)
+    examples = write_examples(records[:num_examples], output_dir, generator)
     paths["report"].write_text(
         markdown_report(
             metrics, examples, title=f"Evaluation of {Path(model_dir).name} on the {split} split", settings=settings
@@ -199,12 +202,25 @@ def _overrides(num_beams, max_new_tokens):
     }
 
 
-def write_examples(records: list[dict], output_dir: str | os.PathLike) -> list[dict]:
-    """Save thumbnails of each record's images under ``output_dir/examples``; return the records with their paths."""
+def write_examples(
+    records: list[dict], output_dir: str | os.PathLike, generator: ReportGenerator | None = None
+) -> list[dict]:
+    """Save thumbnails of each record's images under ``output_dir/examples``; return the records with their paths.
+
+    With the ``generator`` that wrote the records, their figures (:func:`cxrgen.visualization.study_figures`) go
+    under ``output_dir/figures``, listed in each returned record's ``figures`` as (relative path, caption) pairs.
+    """
     examples = []
     folder = Path(output_dir) / EXAMPLES_DIR
     folder.mkdir(parents=True, exist_ok=True)
     for record in records:
+        figures = []
+        if generator is not None:
+            (Path(output_dir) / FIGURES_DIR).mkdir(exist_ok=True)
+            for index, (figure, caption) in enumerate(study_figures(generator, record["images"], record)):
+                name = f"{FIGURES_DIR}/{_safe_name(record['id'])}_{index}.png"
+                figure.save(Path(output_dir) / name)
+                figures.append((name, caption))
         thumbnails = []
         for index, path in enumerate(record["images"]):
             # The model's own reader, so the thumbnail shows what the model saw (orientation, 16-bit scaling).
@@ -213,7 +229,7 @@ def write_examples(records: list[dict], output_dir: str | os.PathLike) -> list[d
             name = f"{_safe_name(record['id'])}_{index}.png"
             thumbnail.save(folder / name)
             thumbnails.append(f"{EXAMPLES_DIR}/{name}")
-        examples.append({**record, "thumbnails": thumbnails})
+        examples.append({**record, "thumbnails": thumbnails, "figures": figures})
     return examples
 
 
@@ -281,4 +297,6 @@ def markdown_report(metrics: dict, examples: list[dict], title: str, settings: d
                 f"{c['observation']} ({c['polarity']}, {c['probability']:.2f})" for c in example["clues"]
             )
             lines += [f"**Clues used:** {clues or 'none'}", ""]
+        for path, caption in example.get("figures", []):
+            lines += [f"![{caption}]({path})", "", f"*{caption}*", ""]
     return "\n".join(lines)

@@ -17,6 +17,8 @@ SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 _MODELING_LOGGER = "transformers.modeling_utils"
 
+logger = logging.getLogger(__name__)
+
 
 class ModelFolderError(ValueError):
     """A model folder whose files cannot be loaded as they are; the message names the folder and the file or field."""
@@ -59,7 +61,8 @@ def load_model_folder(folder: str | os.PathLike, model_class=AutoModel, allow_pi
 
     Raises:
         ModelFolderError: no weights file, pickle weights without ``allow_pickle``, or weights that do not fit the
-            model config.json describes (a parameter of another shape, parameters missing or left over).
+            model config.json describes (a parameter of another shape, or missing). Weights the model does not use
+            (a module switched off in config.json) are logged as a warning.
     """
     folder = Path(folder)
     weights = weights_file(folder, allow_pickle)
@@ -94,15 +97,21 @@ def _check_loading_info(folder: Path, weights: str, config: dict, info: dict) ->
             f"describes{hint}{more}. Use the config.json saved with these weights."
         )
     missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} parameter(s) the model needs are not in the weights (e.g. '{missing[0]}')")
-        if unexpected:
-            parts.append(f"{len(unexpected)} in the weights have no place in the model (e.g. '{unexpected[0]}')")
+    if missing:
         raise ModelFolderError(
-            f"{where}: {' and '.join(parts)}; a size such as the number of layers differs. Use the config.json "
-            "saved with these weights."
+            f"{where}: {len(missing)} parameter(s) the model needs are not in the weights (e.g. '{missing[0]}'), so "
+            "they would start untrained; a size such as the number of layers differs. Use the config.json saved "
+            "with these weights."
+        )
+    if unexpected:
+        # A config may switch off a trained module on purpose (an ablation); its weights are then left unused.
+        logger.warning(
+            "%s: %d parameter(s) in %s are not used by the model config.json describes (e.g. '%s'); a module is "
+            "switched off or a size differs.",
+            folder,
+            len(unexpected),
+            weights,
+            unexpected[0],
         )
 
 

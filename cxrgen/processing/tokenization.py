@@ -49,6 +49,31 @@ def build_report_tokenizer(
         show_progress=False,
     )
     tokenizer.train_from_iterator(reports, trainer=trainer)
+    return _report_tokenizer(tokenizer, model_max_length)
+
+
+def report_tokenizer_from_vocab(words: Iterable[str], model_max_length: int = 60) -> PreTrainedTokenizerFast:
+    """A report tokenizer with a given vocabulary: the special tokens (ids 0-3, as `build_report_tokenizer`), then
+    `words` in their order (ids 4, 5, ...). Words must be distinct, lower-case and free of whitespace; special
+    tokens among them are an error (map a foreign unknown-word token such as R2Gen's ``<unk>`` to ``[UNK]`` first).
+    """
+    words = list(words)
+    seen = set(SPECIAL_TOKENS)
+    for index, word in enumerate(words):
+        if not isinstance(word, str) or not word or word != word.lower() or len(word.split()) != 1:
+            raise ValueError(f"Vocabulary entry {index} ({word!r}): expected a lower-case word without whitespace.")
+        if word in seen:
+            raise ValueError(f"Vocabulary entry {index} ({word!r}) is a special token or repeats an earlier entry.")
+        seen.add(word)
+    vocab = {token: index for index, token in enumerate([*SPECIAL_TOKENS, *words])}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return _report_tokenizer(tokenizer, model_max_length)
+
+
+def _report_tokenizer(tokenizer: Tokenizer, model_max_length: int) -> PreTrainedTokenizerFast:
+    """[BOS] words [EOS] encoding and the transformers wrapper with the special tokens."""
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{BOS_TOKEN} $A {EOS_TOKEN}",
         special_tokens=[(token, tokenizer.token_to_id(token)) for token in (BOS_TOKEN, EOS_TOKEN)],

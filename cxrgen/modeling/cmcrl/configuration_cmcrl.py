@@ -21,6 +21,8 @@ RESNET101_C4 = {
 
 PRETRAINING_TASKS = ("vt2t", "vt2v", "v2v", "t2t")
 DEGRADATIONS = ("none", "maxpool", "avgpool", "bilinear")
+LDM_VARIANTS = ("causal", "reference")
+LAYER_NORM_VARIANTS = ("standard", "reference")
 
 AUTO_MAP = {
     "AutoModel": "modeling_cmcrl.CmcrlForConditionalGeneration",
@@ -138,6 +140,19 @@ class CmcrlConfig(PreTrainedConfig):
     `global_num_heads` x `global_head_dim` relative-position attention; `ldm_intermediate_size` is the FFN width
     of the LDM cross layers; `fdi_scale` divides front-door scores by sqrt(hidden_size) (the reference does not).
 
+    Reference computation (for checkpoints converted from WissingChen/VLCI): `ldm_variant="reference"` lets every
+    decoder position's front-door sampling span the whole target sequence, future tokens and padding included, as
+    the reference does (so training sees the future; generation re-runs the whole prefix at every step, without a
+    KV cache); the default "causal" samples only positions <= t. `layer_norm_variant="reference"` normalises with
+    the unbiased standard deviation and adds `layer_norm_eps` to it, instead of the variance ("standard"); the
+    global sampler keeps `nn.LayerNorm` in both, as the reference's CoAtNet block does.
+
+    Generation: `generation_num_beams` beams, `generation_no_repeat_ngram_size` (transformers'
+    `no_repeat_ngram_size`: 3 blocks repeated trigrams, the reference's `block_trigrams`; 0 blocks nothing),
+    `generation_length_penalty` (transformers' `length_penalty`: 0 ranks finished beams by their summed
+    log-probability, as the reference's beam search does; 1, transformers' default, by their mean) and at most
+    `max_report_length` tokens, written into the model's `generation_config`.
+
     RadCARE: `mask_ratio` of patches are hidden; the encoder sees a `degradation` ("none", "maxpool",
     "avgpool", "bilinear") of the image, downsampled by `degradation_factor` and brought back to full size;
     targets are the full-resolution patches (of size `backbone_stride`), optionally normalised per patch
@@ -158,10 +173,13 @@ class CmcrlConfig(PreTrainedConfig):
     dropout: float = 0.1
     attention_dropout: float = 0.1
     layer_norm_eps: float = 1e-6
+    layer_norm_variant: str = "standard"
     initializer_range: float = 0.02
     max_position_embeddings: int = 512
     max_report_length: int = 60
     generation_num_beams: int = 3
+    generation_no_repeat_ngram_size: int = 0
+    generation_length_penalty: float = 1.0
 
     image_size: int = 224
     backbone_config: dict | PreTrainedConfig | None = None
@@ -177,6 +195,7 @@ class CmcrlConfig(PreTrainedConfig):
     global_head_dim: int = 32
     ldm_intermediate_size: int = 2048
     fdi_scale: bool = False
+    ldm_variant: str = "causal"
     readd_position_after_encoder: bool = True
 
     mask_ratio: float = 0.85
@@ -202,8 +221,8 @@ class CmcrlConfig(PreTrainedConfig):
         self.custom_pipelines = {**CUSTOM_PIPELINES, **(getattr(self, "custom_pipelines", None) or {})}
         self._check()
 
-    def _check(self):
-        def fail(field, expected):
+    def _check(self) -> None:
+        def fail(field: str, expected: str) -> None:
             raise ValueError(f"CmcrlConfig.{field}={getattr(self, field)!r}: expected {expected}")
 
         if self.hidden_size % self.num_attention_heads:
@@ -218,6 +237,12 @@ class CmcrlConfig(PreTrainedConfig):
             fail("mask_ratio", "in [0, 1)")
         if self.degradation not in DEGRADATIONS:
             fail("degradation", f"one of {DEGRADATIONS}")
+        if self.ldm_variant not in LDM_VARIANTS:
+            fail("ldm_variant", f"one of {LDM_VARIANTS}")
+        if self.layer_norm_variant not in LAYER_NORM_VARIANTS:
+            fail("layer_norm_variant", f"one of {LAYER_NORM_VARIANTS}")
+        if self.generation_no_repeat_ngram_size < 0:
+            fail("generation_no_repeat_ngram_size", "0 (off) or a positive n-gram size")
         if self.degradation_factor < 1:
             fail("degradation_factor", "at least 1")
         probs = self.pretraining_task_probs

@@ -4,14 +4,24 @@ The file is read with `torch.load(..., weights_only=True)`: nothing is unpickled
 containers. The reference vocabulary (R2Gen `idx2token`, ids 1..V, id 0 = BOS/EOS/PAD) is not stored in its
 checkpoints, so the caller passes it to map the embedding and output rows onto this package's tokenizer.
 
-Approximations: the reference's LayerNorm uses the unbiased std with eps outside the root (outputs match
-closely, not bit for bit); its `causal_proj` front-door projections (off in every shipped config) are dropped.
+To compute what the reference computes, convert with `reference_config(...)`: the reference's LayerNorm and its
+LDM, which sees future tokens and padding (see `CmcrlConfig`). Special tokens: [PAD], [BOS] and [EOS] all take the
+reference's row 0 in the word embeddings (the reference starts, pads and ends with id 0); in the output layer only
+[EOS] keeps it, and [PAD] and [BOS] get a zero row with the lowest bias, so their probability is exactly 0 and the
+softmax over [EOS] and the words is the reference's. The LDM leaves them out of its dictionary for the same reason.
+
+The reference's front-door projections (`intervene.af_{1,2}.{q,out}`, used only with `causal_proj: true`, off in
+every shipped config) exist in every checkpoint. Trained without `causal_proj` they never receive a gradient, so
+their biases keep their zero initialisation: such tensors are dropped, and any non-zero one is an error, since this
+package does not implement that variant.
 """
 
+import os
 import re
 from dataclasses import dataclass, field
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from .configuration_cmcrl import CmcrlConfig
 from .modeling_cmcrl import CmcrlForConditionalGeneration
@@ -88,6 +98,7 @@ _RULES = [
 _DROPPED = re.compile(
     r"(vis_embed\.pos_embed|text_embed\.pos_encode\.pe|.*\.relative_index|.*\.intervene\.af_[12]\.(q|out)\.(weight|bias))$"
 )
+_CAUSAL_PROJ_BIAS = re.compile(r".*\.intervene\.af_[12]\.(q|out)\.bias$")
 
 
 @dataclass
@@ -101,6 +112,7 @@ class VlciConversionReport:
 
 
 def _map_key(key: str) -> str | None:
+    """This model's name for an official key (prefixed "VOCAB:" for vocabulary-indexed tables), or None."""
     for pattern, replacement in _RULES:
         match = re.match(pattern, key)
         if match is None:
@@ -122,7 +134,22 @@ def _map_key(key: str) -> str | None:
     return None
 
 
-def token_rows(reference_vocab: list[str], tokenizer) -> list[int | None]:
+def reference_config(preset: str = "iu-xray", **overrides) -> CmcrlConfig:
+    """A preset's `CmcrlConfig` set to compute what the reference code computes (its LayerNorm, its LDM, no
+    view embeddings) and to decode as it does (3 beams ranked by summed log-probability, no n-gram blocking: the
+    reference's beam search ignores its `block_trigrams` setting)."""
+    settings = {
+        "ldm_variant": "reference",
+        "layer_norm_variant": "reference",
+        "use_view_embeddings": False,
+        "generation_num_beams": 3,
+        "generation_length_penalty": 0.0,
+        "generation_no_repeat_ngram_size": 0,
+    }
+    return CmcrlConfig.from_preset(preset, **{**settings, **overrides})
+
+
+def token_rows(reference_vocab: list[str], tokenizer: PreTrainedTokenizerBase) -> list[int | None]:
     """Source row of the reference's embedding/logit tables for each id of `tokenizer` (None: unknown there).
 
     `reference_vocab[i]` is the reference's token id i + 1 (its `idx2token`); row 0 served as BOS, EOS and PAD.
@@ -138,11 +165,14 @@ def token_rows(reference_vocab: list[str], tokenizer) -> list[int | None]:
     return [specials.get(token, rows.get(token)) for token in by_id]
 
 
-def convert_vlci_state_dict(state_dict: dict, config: CmcrlConfig, rows: list[int | None]):
+def convert_vlci_state_dict(
+    state_dict: dict[str, torch.Tensor], config: CmcrlConfig, rows: list[int | None]
+) -> tuple[CmcrlForConditionalGeneration, VlciConversionReport]:
     """Map an official VLCI state dict onto a freshly initialised `CmcrlForConditionalGeneration(config)`.
 
     `rows` gives the source vocabulary row of each target token id (see `token_rows`). Returns (model, report).
-    Raises ValueError on an unknown official key, a shape mismatch, or a model tensor the checkpoint lacks.
+    Raises ValueError on an unknown official key, a shape mismatch, a model tensor the checkpoint lacks, or
+    trained `causal_proj` projections.
     """
     if len(rows) != config.vocab_size:
         raise ValueError(f"rows: {len(rows)} token rows for config.vocab_size={config.vocab_size}")
@@ -154,6 +184,11 @@ def convert_vlci_state_dict(state_dict: dict, config: CmcrlConfig, rows: list[in
     known = torch.tensor([row is not None for row in rows])
     source_rows = torch.tensor([row if row is not None else 0 for row in rows])
     for key, value in state_dict.items():
+        if _CAUSAL_PROJ_BIAS.match(key) and value.abs().max() > 0:
+            raise ValueError(
+                f"{key} is non-zero: the checkpoint was trained with causal_proj=true (learned front-door "
+                "projections), a variant CmcrlForConditionalGeneration does not implement; it cannot be converted"
+            )
         if _DROPPED.match(key):
             report.dropped.append(key)
             continue
@@ -186,6 +221,12 @@ def convert_vlci_state_dict(state_dict: dict, config: CmcrlConfig, rows: list[in
         new_state["encoder.embeddings.view_embeddings.weight"] = torch.zeros_like(
             target["encoder.embeddings.view_embeddings.weight"]
         )
+    if "lm_head.weight" in new_state:
+        # Row 0 of the reference's output layer is its one special token: [EOS] keeps it, [PAD] and [BOS] (never
+        # generated) get probability 0, so the softmax over the remaining rows is the reference's.
+        never = [config.pad_token_id, config.bos_token_id]
+        new_state["lm_head.weight"][never] = 0.0
+        new_state["lm_head.bias"][never] = torch.finfo(new_state["lm_head.bias"].dtype).min
     missing = sorted(set(target) - set(new_state))
     if missing:
         raise ValueError(f"The official checkpoint lacks {len(missing)} tensors of this model, e.g. {missing[:5]}")
@@ -194,14 +235,47 @@ def convert_vlci_state_dict(state_dict: dict, config: CmcrlConfig, rows: list[in
     return model, report
 
 
-def convert_vlci_checkpoint(path, config: CmcrlConfig, reference_vocab: list[str], tokenizer):
-    """Read an official checkpoint file (a state dict, or a dict holding one under "state_dict") and convert it."""
+def read_vlci_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state dict of an official checkpoint file (a state dict, or a dict holding one under "state_dict"),
+    without the `module.` prefix of DataParallel."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, dict) or not all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
         raise ValueError(f"{path}: expected a VLCI state dict (or a dict with one under 'state_dict')")
-    return convert_vlci_state_dict(checkpoint, config, token_rows(reference_vocab, tokenizer))
+    return {key.removeprefix("module."): value for key, value in checkpoint.items()}
 
 
-__all__ = ["VlciConversionReport", "convert_vlci_checkpoint", "convert_vlci_state_dict", "token_rows"]
+def checkpoint_geometry(state_dict: dict[str, torch.Tensor]) -> dict[str, int]:
+    """The `CmcrlConfig` sizes an official state dict fixes: the encoder and decoder depths and the LDM's FFN width
+    (the released checkpoints use the width of the model there, the current reference code 4 times it)."""
+    geometry = {}
+    for stack, field_name in (("encoder", "encoder_layers"), ("decoder", "decoder_layers")):
+        layers = {int(match.group(1)) for key in state_dict if (match := re.match(rf"{stack}\.layers\.(\d+)\.", key))}
+        if layers:
+            geometry[field_name] = max(layers) + 1
+    ldm_ffn = state_dict.get("decoder.do.fuse_t.feed_forward.w_1.weight")
+    if ldm_ffn is not None:
+        geometry["ldm_intermediate_size"] = ldm_ffn.shape[0]
+    return geometry
+
+
+def convert_vlci_checkpoint(
+    path: str | os.PathLike,
+    config: CmcrlConfig,
+    reference_vocab: list[str],
+    tokenizer: PreTrainedTokenizerBase,
+) -> tuple[CmcrlForConditionalGeneration, VlciConversionReport]:
+    """Read an official checkpoint file (see `read_vlci_checkpoint`) and convert it."""
+    return convert_vlci_state_dict(read_vlci_checkpoint(path), config, token_rows(reference_vocab, tokenizer))
+
+
+__all__ = [
+    "VlciConversionReport",
+    "checkpoint_geometry",
+    "convert_vlci_checkpoint",
+    "convert_vlci_state_dict",
+    "read_vlci_checkpoint",
+    "reference_config",
+    "token_rows",
+]

@@ -13,27 +13,34 @@ FDI(X, M) = softmax(X M^T) softmax(M X^T) X. The decoder embeds the report, appl
 Deconfounding Module (LDM: a mediator M_l built from the local features and the detached, normalised
 word-embedding table, then a causal front-door intervention) and runs pre-LN decoder layers.
 
-Deliberate differences from the reference code (WissingChen/VLCI):
+Deliberate differences from the reference code (WissingChen/VLCI), with the default config:
 - The LDM is causal: position t samples the sequence only from positions <= t (the reference's inner softmax
   spans the whole target sequence, so training sees future tokens and padding). With a KV cache the LDM step
   is computed incrementally and exactly (the cached prefix is kept in an extra cache slot).
+  `ldm_variant="reference"` computes the reference's LDM instead (no KV cache then), for converted checkpoints.
+- Standard `nn.LayerNorm` (biased variance, eps inside the square root) instead of the reference's
+  unbiased-std LayerNorm with eps added to the std; `layer_norm_variant="reference"` computes the reference's.
+  `convert_vlci_checkpoint.reference_config` sets both switches, so a converted checkpoint computes what the
+  reference computes.
 - Generation uses the transformers `GenerationMixin` with an `EncoderDecoderCache` (self- and cross-attention
-  keys/values, the LDM prefix and mediator); the reference re-runs the whole prefix at every beam step.
+  keys/values, the LDM prefix and mediator); the reference re-runs the whole prefix at every beam step. The
+  iu-xray and mimic-cxr presets rank beams as the reference does (summed log-probability,
+  `generation_length_penalty: 0`) and block repeated trigrams (`generation_no_repeat_ngram_size: 3`), which the
+  reference's configs ask for (`block_trigrams`) but its beam search ignores.
 - Distinct [PAD]=0, [BOS]=1, [EOS]=2 ids (the reference uses 0 for all three); EOS is always a training
   target, in VLCI and in RadCARE (whose reference never trains EOS).
 - Any number of views up to `num_views`, with a `pixel_mask` for missing views (masked in every attention,
   in the rollout top-k, the global fusion and the front-door sampling; missing views never enter the
   backbone) and learned view embeddings (the reference concatenates exactly two views with the same
-  positional embedding and no view embedding).
+  positional embedding and no view embedding; `use_view_embeddings=False` drops them).
 - The attention rollout uses the attention probabilities before dropout (the reference rolls out dropped-out
   maps during training).
-- Standard `nn.LayerNorm` (biased variance, eps inside the square root) instead of the reference's
-  unbiased-std LayerNorm with eps outside; converted checkpoints therefore match closely, not bit for bit.
 - RadCARE: text tokens only ever go through the text expert (the reference's `vt2v` routes them through the
-  vision expert); the image path of the decoder is bidirectional (MAE-style) while the text path is causal;
-  `t2t` encodes the text prefix alone (no CLS token); the degradation is configurable (max-pool, average
-  pool, bilinear, none); the four tasks are sampled per forward call from `pretraining_task_probs` (the
-  reference runs vt2t and vt2v as two optimiser steps of one draw).
+  vision expert); the decoder ends each path with its own LayerNorm (`layer_norm` for text, `image_layer_norm`
+  for patches; the reference shares one); `t2t` encodes the text prefix alone (no CLS token); the degradation is
+  configurable (max-pool, average pool, bilinear, none); the four tasks are sampled per forward call from
+  `pretraining_task_probs` (the reference runs vt2t and vt2v as two optimiser steps of one draw). As in the
+  reference, the image path of the decoder attends bidirectionally and the text path causally.
 - The front-door `causal_proj` variant of the reference (off in every shipped config) is not implemented, so
   its unused projections (2.1M parameters) are absent: the IU-Xray preset has 71.7M parameters against the
   reference's 73.9M at the same vocabulary, the rest of the difference being its fixed position table.
@@ -69,6 +76,7 @@ from .pipeline_cmcrl import RadiologyReportGenerationPipeline  # noqa: F401
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
+VIEW_EMBEDDINGS = "encoder.embeddings.view_embeddings.weight"
 
 # transformers 5.24 renamed the KV cache from `past_key_values` to `cache`: in the model inputs `generate` builds and
 # in every ModelOutput field. This file also runs as remote code on whatever release the downloader has, so it
@@ -142,14 +150,26 @@ class CmcrlPreTrainingOutput(ModelOutput):
 
 @dataclass
 class CmcrlTransferReport:
-    """Which VLCI weights were copied from a RadCARE checkpoint, which start fresh, which RadCARE weights were unused."""
+    """Which VLCI weights were copied from a RadCARE checkpoint, which start fresh, which RadCARE weights were unused.
+
+    `fresh_layers` names the encoder / decoder layers beyond the pre-trained depth (e.g. "encoder.layers.3"), all
+    of whose tensors start fresh; `partial` maps a tensor copied in part to what was copied (view embeddings of
+    more views than RadCARE's)."""
 
     copied: list[str] = field(default_factory=list)
     fresh: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
+    fresh_layers: list[str] = field(default_factory=list)
+    partial: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
-        return f"copied {len(self.copied)} tensors, {len(self.fresh)} start fresh, {len(self.unused)} unused"
+        """One line: the counts, the layers that start fresh and the tensors copied in part."""
+        text = f"copied {len(self.copied)} tensors, {len(self.fresh)} start fresh, {len(self.unused)} unused"
+        if self.fresh_layers:
+            text += f"; layers beyond the pre-trained depth start fresh: {', '.join(self.fresh_layers)}"
+        for name, what in self.partial.items():
+            text += f"; {name}: {what}"
+        return text
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -169,7 +189,7 @@ def text_position_encoding(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(1)
 
 
-def grid_position_encoding(grid: int, dim: int, device=None) -> torch.Tensor:
+def grid_position_encoding(grid: int, dim: int, device: torch.device | str | None = None) -> torch.Tensor:
     """(grid*grid, dim) 2-D sin-cos encoding, row-major; first half encodes the column, second half the row (MAE)."""
     coords = torch.arange(grid, device=device)
     cols = coords.repeat(grid)
@@ -182,6 +202,23 @@ def grid_position_encoding(grid: int, dim: int, device=None) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------
 def _mask_scores(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return scores if mask is None else scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+
+
+class CmcrlReferenceLayerNorm(nn.LayerNorm):
+    """The reference's LayerNorm: weight * (x - mean) / (unbiased std + eps) + bias. Same parameters as
+    `nn.LayerNorm`, which divides by sqrt(biased variance + eps) instead."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Normalise the last dimension."""
+        mean = hidden_states.mean(-1, keepdim=True)
+        std = hidden_states.std(-1, keepdim=True)
+        return self.weight * (hidden_states - mean) / (std + self.eps) + self.bias
+
+
+def layer_norm(config: CmcrlConfig, size: int) -> nn.LayerNorm:
+    """The LayerNorm of `config.layer_norm_variant` ("standard" or "reference") over `size` features."""
+    norm_class = CmcrlReferenceLayerNorm if config.layer_norm_variant == "reference" else nn.LayerNorm
+    return norm_class(size, eps=config.layer_norm_eps)
 
 
 class CmcrlAttention(nn.Module):
@@ -205,7 +242,14 @@ class CmcrlAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, hidden_states, key_value_states=None, attention_mask=None, cache=None):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache: EncoderDecoderCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Self-attention (or cross-attention to `key_value_states`) -> (output (B, Lq, D), probabilities)."""
         is_cross = key_value_states is not None
         query = self._heads(self.q_proj(hidden_states))
         layer_cache = None
@@ -227,6 +271,8 @@ class CmcrlAttention(nn.Module):
 
 
 class CmcrlFeedForward(nn.Module):
+    """Position-wise feed-forward network: fc1, activation, dropout, fc2."""
+
     def __init__(self, hidden_size: int, intermediate_size: int, activation: str, dropout: float):
         super().__init__()
         self.fc1 = nn.Linear(hidden_size, intermediate_size)
@@ -234,7 +280,8 @@ class CmcrlFeedForward(nn.Module):
         self.act = ACT2FN[activation]
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., D)."""
         return self.fc2(self.dropout(self.act(self.fc1(x))))
 
 
@@ -244,13 +291,16 @@ class CmcrlEncoderLayer(nn.Module):
     def __init__(self, config: CmcrlConfig):
         super().__init__()
         d = config.hidden_size
-        self.self_attn_layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.self_attn_layer_norm = layer_norm(config, d)
         self.self_attn = CmcrlAttention(d, config.num_attention_heads, config.attention_dropout)
-        self.final_layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.final_layer_norm = layer_norm(config, d)
         self.ffn = CmcrlFeedForward(d, config.intermediate_size, config.activation_function, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, hidden_states, attention_mask=None):
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, D) -> (hidden states, attention probabilities (B, heads, L, L))."""
         attn, probs = self.self_attn(self.self_attn_layer_norm(hidden_states), attention_mask=attention_mask)
         hidden_states = hidden_states + self.dropout(attn)
         hidden_states = hidden_states + self.dropout(self.ffn(self.final_layer_norm(hidden_states)))
@@ -264,10 +314,13 @@ class CmcrlMultiwayEncoderLayer(CmcrlEncoderLayer):
     def __init__(self, config: CmcrlConfig):
         super().__init__(config)
         d = config.hidden_size
-        self.text_final_layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.text_final_layer_norm = layer_norm(config, d)
         self.text_ffn = CmcrlFeedForward(d, config.intermediate_size, config.activation_function, config.dropout)
 
-    def forward(self, hidden_states, attention_mask=None, num_vision_tokens: int = 0):
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, num_vision_tokens: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, D) with the vision tokens first -> (hidden states, attention probabilities)."""
         attn, probs = self.self_attn(self.self_attn_layer_norm(hidden_states), attention_mask=attention_mask)
         hidden_states = hidden_states + self.dropout(attn)
         vision, text = hidden_states[:, :num_vision_tokens], hidden_states[:, num_vision_tokens:]
@@ -283,12 +336,12 @@ class CmcrlDecoderLayer(nn.Module):
 
     def __init__(self, config: CmcrlConfig, layer_idx: int):
         super().__init__()
-        d, heads, eps = config.hidden_size, config.num_attention_heads, config.layer_norm_eps
-        self.self_attn_layer_norm = nn.LayerNorm(d, eps=eps)
+        d, heads = config.hidden_size, config.num_attention_heads
+        self.self_attn_layer_norm = layer_norm(config, d)
         self.self_attn = CmcrlAttention(d, heads, config.attention_dropout, layer_idx)
-        self.encoder_attn_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.encoder_attn_layer_norm = layer_norm(config, d)
         self.encoder_attn = CmcrlAttention(d, heads, config.attention_dropout, layer_idx)
-        self.final_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.final_layer_norm = layer_norm(config, d)
         self.ffn = CmcrlFeedForward(d, config.intermediate_size, config.activation_function, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -297,13 +350,14 @@ class CmcrlDecoderLayer(nn.Module):
 
     def forward(
         self,
-        hidden_states,
-        self_attention_mask=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        cache=None,
+        hidden_states: torch.Tensor,
+        self_attention_mask: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        cache: EncoderDecoderCache | None = None,
         path: str = "text",
-    ):
+    ) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D) through the "text" path (or RadCARE's "image" path)."""
         cross_norm, cross_attn, ffn_norm, ffn = self._path(path)
         attn, _ = self.self_attn(
             self.self_attn_layer_norm(hidden_states), attention_mask=self_attention_mask, cache=cache
@@ -326,10 +380,10 @@ class CmcrlMultimodalDecoderLayer(CmcrlDecoderLayer):
 
     def __init__(self, config: CmcrlConfig, layer_idx: int):
         super().__init__(config, layer_idx)
-        d, eps = config.hidden_size, config.layer_norm_eps
-        self.image_encoder_attn_layer_norm = nn.LayerNorm(d, eps=eps)
+        d = config.hidden_size
+        self.image_encoder_attn_layer_norm = layer_norm(config, d)
         self.image_encoder_attn = CmcrlAttention(d, config.num_attention_heads, config.attention_dropout, layer_idx)
-        self.image_final_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.image_final_layer_norm = layer_norm(config, d)
         self.image_ffn = CmcrlFeedForward(d, config.intermediate_size, config.activation_function, config.dropout)
 
     def _path(self, path: str):
@@ -357,10 +411,11 @@ class CmcrlVisionEmbeddings(nn.Module):
         self.view_embeddings = (
             nn.Embedding(config.num_views, config.hidden_size) if config.use_view_embeddings else None
         )
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm = layer_norm(config, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
 
-    def train(self, mode: bool = True):
+    def train(self, mode: bool = True) -> "CmcrlVisionEmbeddings":
+        """`nn.Module.train`, keeping a frozen backbone in eval mode."""
         # A frozen backbone keeps its BatchNorm running statistics: batch statistics would make training and
         # inference see different features.
         super().train(mode)
@@ -369,12 +424,12 @@ class CmcrlVisionEmbeddings(nn.Module):
             self.backbone.requires_grad_(False)
         return self
 
-    def position_encoding(self, num_views: int, device) -> torch.Tensor:
+    def position_encoding(self, num_views: int, device: torch.device | str | None) -> torch.Tensor:
         """(1 + V*G*G, D): zero for CLS, the same grid encoding for every view."""
         grid = grid_position_encoding(self.config.grid_size, self.config.hidden_size, device)
         return torch.cat([grid.new_zeros(1, grid.shape[1]), grid.repeat(num_views, 1)])
 
-    def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor):
+    def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
         """(B, V, 3, H, W), (B, V) bool -> tokens (B, 1 + V*G*G, D); only real views run through the backbone."""
         batch, views = pixel_values.shape[:2]
         size, grid = self.config.image_size, self.config.grid_size
@@ -410,10 +465,11 @@ class CmcrlTextEmbeddings(nn.Module):
         self.scale = math.sqrt(config.hidden_size)
         self.max_positions = config.max_position_embeddings
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm = layer_norm(config, config.hidden_size)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, input_ids: torch.Tensor, past_length: int = 0) -> torch.Tensor:
+        """(B, L) ids at positions past_length.. -> (B, L, D) embeddings."""
         end = past_length + input_ids.shape[1]
         if end > self.max_positions:
             raise ValueError(f"input_ids: position {end - 1} exceeds max_position_embeddings={self.max_positions}")
@@ -426,7 +482,9 @@ class CmcrlTextEmbeddings(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 # Deconfounding modules
 # ----------------------------------------------------------------------------------------------------------
-def front_door_intervention(features, mediator, feature_mask=None, scale: float = 1.0):
+def front_door_intervention(
+    features: torch.Tensor, mediator: torch.Tensor, feature_mask: torch.Tensor | None = None, scale: float = 1.0
+) -> torch.Tensor:
     """FDI(X, M) = softmax_m(X M^T) softmax_x(M X^T) X: sample x given each mediator (within the sample, over
     `feature_mask` only), then average the samples by P(m | x)."""
     sampled = _mask_scores(
@@ -436,7 +494,9 @@ def front_door_intervention(features, mediator, feature_mask=None, scale: float 
     return (features @ mediator.transpose(1, 2) * scale).softmax(dim=-1) @ sampled
 
 
-def causal_front_door_intervention(queries, keys, mediator, scale: float = 1.0):
+def causal_front_door_intervention(
+    queries: torch.Tensor, keys: torch.Tensor, mediator: torch.Tensor, scale: float = 1.0
+) -> torch.Tensor:
     """FDI for a causal sequence: query i (the last Lq of the Lk key positions) samples x from keys <= its position."""
     q_len, k_len = queries.shape[1], keys.shape[1]
     allowed = torch.arange(k_len, device=keys.device)[None, :] <= torch.arange(q_len, device=keys.device)[:, None] + (
@@ -456,18 +516,19 @@ class CmcrlCaamBlock(nn.Module):
         super().__init__()
         d = config.hidden_size
         self.attention = CmcrlAttention(d, config.num_attention_heads, config.attention_dropout)
-        self.layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
-        self.ffn_layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.layer_norm = layer_norm(config, d)
+        self.ffn_layer_norm = layer_norm(config, d)
         self.ffn = CmcrlFeedForward(d, config.intermediate_size, config.activation_function, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D): the sum of both branches."""
         attn = self.attention
         h = self.layer_norm(x)
         q, k, v = attn._heads(attn.q_proj(h)), attn._heads(attn.k_proj(h)), attn._heads(attn.v_proj(h))
         scores = q @ k.transpose(-1, -2) / math.sqrt(attn.head_dim)
 
-        def branch(s):
+        def branch(s: torch.Tensor) -> torch.Tensor:
             return attn.out_proj((attn.dropout(s.softmax(dim=-1)) @ v).transpose(1, 2).reshape(x.shape))
 
         x = x + self.dropout(branch(-scores))
@@ -484,7 +545,11 @@ class CmcrlLocalSampler(nn.Module):
         self.top_k = config.local_top_k
         self.block = CmcrlCaamBlock(config)
 
-    def forward(self, hidden_states, attentions, token_mask):
+    def forward(
+        self, hidden_states: torch.Tensor, attentions: list[torch.Tensor], token_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encoder output (B, 1 + P, D), each layer's attention probabilities and the (B, 1 + P) token mask ->
+        (local features (B, heads*k, D), CLS rollout (B, heads, P), selected patch indices (B, heads*k))."""
         rollout = attentions[-1][:, :, 0]  # CLS row of the product, computed row-vector first
         for probs in reversed(attentions[:-1]):
             rollout = (rollout.unsqueeze(-2) @ probs).squeeze(-2)
@@ -522,7 +587,7 @@ class CmcrlGlobalSampler(nn.Module):
         rel = coords[:, :, None] - coords[:, None, :] + (g - 1)
         return rel[0] * (2 * g - 1) + rel[1]
 
-    def forward(self, patches):
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """(B, V*G*G, D) -> (B, V*g*g, D) with g = ceil(G/2)."""
         batch, _, d = patches.shape
         grid = patches.reshape(-1, self.grid, self.grid, d).permute(0, 3, 1, 2)
@@ -546,17 +611,18 @@ class CmcrlLocalGlobalFusion(nn.Module):
 
     def __init__(self, config: CmcrlConfig):
         super().__init__()
-        d, heads, eps = config.hidden_size, config.num_attention_heads, config.layer_norm_eps
-        self.local_layer_norm = nn.LayerNorm(d, eps=eps)
-        self.global_layer_norm = nn.LayerNorm(d, eps=eps)
+        d, heads = config.hidden_size, config.num_attention_heads
+        self.local_layer_norm = layer_norm(config, d)
+        self.global_layer_norm = layer_norm(config, d)
         self.local_attn = CmcrlAttention(d, heads, config.attention_dropout)
         self.local_global_attn = CmcrlAttention(d, heads, config.attention_dropout)
         self.proj = nn.Linear(2 * d, d)
-        self.layer_norm = nn.LayerNorm(d, eps=eps)
+        self.layer_norm = layer_norm(config, d)
         self.fc1 = nn.Linear(d, config.intermediate_size)
         self.fc2 = nn.Linear(config.intermediate_size, d)
 
-    def forward(self, local, global_, global_mask):
+    def forward(self, local: torch.Tensor, global_: torch.Tensor, global_mask: torch.Tensor) -> torch.Tensor:
+        """Local (B, K, D) and global (B, N, D) features, (B, N) mask of real global tokens -> M_v (B, K, D)."""
         local, global_ = self.local_layer_norm(local), self.global_layer_norm(global_)
         local_local = local + self.local_attn(local)[0]
         local_global = local + self.local_global_attn(local, global_, attention_mask=global_mask[:, None, None, :])[0]
@@ -569,14 +635,15 @@ class CmcrlCrossLayer(nn.Module):
 
     def __init__(self, config: CmcrlConfig):
         super().__init__()
-        d, eps = config.hidden_size, config.layer_norm_eps
-        self.attn_layer_norm = nn.LayerNorm(d, eps=eps)
+        d = config.hidden_size
+        self.attn_layer_norm = layer_norm(config, d)
         self.attn = CmcrlAttention(d, config.num_attention_heads, config.attention_dropout)
-        self.ffn_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.ffn_layer_norm = layer_norm(config, d)
         self.ffn = CmcrlFeedForward(d, config.ldm_intermediate_size, config.activation_function, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, query, key_value):
+    def forward(self, query: torch.Tensor, key_value: torch.Tensor) -> torch.Tensor:
+        """Queries (B, Lq, D) attend to `key_value` (B or 1, Lk, D) -> (B, Lq, D)."""
         query = query + self.dropout(self.attn(self.attn_layer_norm(query), key_value)[0])
         return query + self.dropout(self.ffn(self.ffn_layer_norm(query)))
 
@@ -584,26 +651,54 @@ class CmcrlCrossLayer(nn.Module):
 class CmcrlLinguisticDeconfounder(nn.Module):
     """LDM: mediator M_l from the local visual features and the vocabulary dictionary, then a causal front-door
     intervention on the decoder input. With a cache, the mediator and the embedded prefix live in the cache slot
-    after the decoder layers', so each step costs one new row."""
+    after the decoder layers', so each step costs one new row.
+
+    `ldm_variant="reference"`: the intervention spans the whole sequence (future tokens and padding), and the
+    dictionary leaves out [PAD] and [BOS], whose rows a converted checkpoint copies from the reference's single
+    special row (kept once, as [EOS]); it takes no cache."""
 
     def __init__(self, config: CmcrlConfig):
         super().__init__()
-        d, eps = config.hidden_size, config.layer_norm_eps
+        d = config.hidden_size
+        self.causal = config.ldm_variant == "causal"
+        never_generated = {config.pad_token_id, config.bos_token_id}
+        self.dictionary_rows = (
+            None if self.causal else [row for row in range(config.vocab_size) if row not in never_generated]
+        )
         self.word_scale = math.sqrt(d)
         self.scale = 1 / math.sqrt(d) if config.fdi_scale else 1.0
-        self.dictionary_layer_norm = nn.LayerNorm(d, eps=eps)
-        self.local_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.dictionary_layer_norm = layer_norm(config, d)
+        self.local_layer_norm = layer_norm(config, d)
         self.text_cross_layer = CmcrlCrossLayer(config)
         self.visual_cross_layer = CmcrlCrossLayer(config)
-        self.mediator_layer_norm = nn.LayerNorm(d, eps=eps)
+        self.mediator_layer_norm = layer_norm(config, d)
 
-    def mediator(self, local_features, word_embeddings):
+    def mediator(self, local_features: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        """(B, K, D) local features and the (V, D) word-embedding table -> the (B, K, D) mediator M_l."""
+        if self.dictionary_rows is not None:
+            word_embeddings = word_embeddings[self.dictionary_rows]
         dictionary = self.dictionary_layer_norm(word_embeddings.detach() * self.word_scale)[None]
         local = self.local_layer_norm(local_features)
         mediator = self.text_cross_layer(local, dictionary)
         return self.mediator_layer_norm(self.visual_cross_layer(mediator, local) + mediator)
 
-    def forward(self, hidden_states, local_features, word_embeddings, cache=None, cache_index: int = 0):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        local_features: torch.Tensor,
+        word_embeddings: torch.Tensor,
+        cache: EncoderDecoderCache | None = None,
+        cache_index: int = 0,
+    ) -> torch.Tensor:
+        """Embedded decoder input (B, L, D) -> the same after the front-door intervention with M_l."""
+        if not self.causal:
+            if cache is not None:
+                raise ValueError(
+                    'ldm_variant="reference" samples from the whole sequence, so it cannot run with a KV cache: '
+                    "pass use_cache=False (its generation_config does)"
+                )
+            mediator = self.mediator(local_features, word_embeddings)
+            return hidden_states + front_door_intervention(hidden_states, mediator, scale=self.scale)
         if cache is None:
             mediator, keys = self.mediator(local_features, word_embeddings), hidden_states
         else:
@@ -661,11 +756,16 @@ class CmcrlVisionEncoder(nn.Module):
         self.global_sampler = CmcrlGlobalSampler(config) if config.use_vdm else None
         self.mediator_fusion = CmcrlLocalGlobalFusion(config) if config.use_vdm else None
         self.fdi_scale = 1 / math.sqrt(config.hidden_size) if config.fdi_scale else 1.0
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm = layer_norm(config, config.hidden_size)
 
     def forward(
-        self, pixel_values, pixel_mask=None, output_attentions=False, output_hidden_states=False, return_dict=True
-    ):
+        self,
+        pixel_values: torch.Tensor,
+        pixel_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: bool | None = True,
+    ) -> CmcrlEncoderOutput:
         """pixel_values (B, V, 3, H, W) or (B, 3, H, W); pixel_mask (B, V), 1 = real view. Returns CmcrlEncoderOutput."""
         if return_dict is False:
             raise ValueError("return_dict=False is not supported: the encoder returns a CmcrlEncoderOutput")
@@ -710,10 +810,24 @@ class CmcrlTextDecoder(nn.Module):
         super().__init__()
         self.embeddings = CmcrlTextEmbeddings(config)
         self.ldm = CmcrlLinguisticDeconfounder(config) if config.use_ldm else None
+        if self.ldm is not None and not self.ldm.causal:
+            logger.warning(
+                'CmcrlConfig.ldm_variant="reference": the LDM sees future tokens and padding during training '
+                "(teacher forcing), as the reference code does; use it to reproduce converted checkpoints, not to "
+                'train new models ("causal" is the default).'
+            )
         self.layers = nn.ModuleList([CmcrlDecoderLayer(config, i) for i in range(config.decoder_layers)])
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm = layer_norm(config, config.hidden_size)
 
-    def forward(self, input_ids, encoder_hidden_states, encoder_attention_mask, local_features=None, cache=None):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor,
+        local_features: torch.Tensor | None = None,
+        cache: EncoderDecoderCache | None = None,
+    ) -> torch.Tensor:
+        """(B, L) decoder ids (the new ones when a cache holds the prefix) -> (B, L, D) hidden states."""
         past = cache.get_seq_length() if cache is not None else 0
         hidden = self.embeddings(input_ids, past)
         if self.ldm is not None:
@@ -735,9 +849,10 @@ class CmcrlMultiwayEncoder(nn.Module):
         super().__init__()
         self.embeddings = CmcrlVisionEmbeddings(config)
         self.layers = nn.ModuleList([CmcrlMultiwayEncoderLayer(config) for _ in range(config.encoder_layers)])
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm = layer_norm(config, config.hidden_size)
 
-    def forward(self, hidden, token_mask, num_vision_tokens: int):
+    def forward(self, hidden: torch.Tensor, token_mask: torch.Tensor, num_vision_tokens: int) -> torch.Tensor:
+        """Embedded [vision ‖ text] tokens (B, L, D) with their (B, L) mask -> (B, L, D)."""
         for layer in self.layers:
             hidden, _ = layer(hidden, token_mask[:, None, None, :], num_vision_tokens)
         return self.layer_norm(hidden)
@@ -750,11 +865,19 @@ class CmcrlMultimodalDecoder(nn.Module):
         super().__init__()
         self.embeddings = CmcrlTextEmbeddings(config)
         self.layers = nn.ModuleList([CmcrlMultimodalDecoderLayer(config, i) for i in range(config.decoder_layers)])
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.image_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm = layer_norm(config, config.hidden_size)
+        self.image_layer_norm = layer_norm(config, config.hidden_size)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
 
-    def forward(self, hidden, self_mask, memory=None, memory_mask=None, path: str = "text"):
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        self_mask: torch.Tensor | None,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+        path: str = "text",
+    ) -> torch.Tensor:
+        """(B, L, D) decoder inputs attending to `memory` (B, M, D) through `path` ("text" or "image") -> (B, L, D)."""
         cross_mask = memory_mask[:, None, None, :] if memory_mask is not None else None
         for layer in self.layers:
             hidden = layer(hidden, self_mask, memory, cross_mask, path=path)
@@ -765,6 +888,9 @@ class CmcrlMultimodalDecoder(nn.Module):
 # Models
 # ----------------------------------------------------------------------------------------------------------
 class CmcrlPreTrainedModel(PreTrainedModel):
+    """Shared by the RadCARE and VLCI models: weight initialisation (xavier-uniform linears and convolutions with zero
+    biases, as in the reference; N(0, initializer_range) embeddings, CLS and mask tokens) and backbone loading."""
+
     config_class = CmcrlConfig
     config: CmcrlConfig
     base_model_prefix = "cmcrl"
@@ -795,23 +921,35 @@ class CmcrlPreTrainedModel(PreTrainedModel):
         elif isinstance(module, CmcrlGlobalSampler):
             init.zeros_(module.relative_position_bias)
 
-    def load_backbone_weights(self, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> None:
-        """Load the vision backbone from a saved checkpoint of its class (e.g. a local ResNet-101 folder; extra
-        kwargs such as `out_features` go to `from_pretrained`)."""
+    def load_backbone_weights(self, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> list[str]:
+        """Load the vision backbone's weights from a transformers checkpoint of its architecture: a local folder or a
+        Hub id saved from the backbone, its base model or an image classifier (`ResNetBackbone`, `ResNetModel` or
+        `ResNetForImageClassification` for the default ResNet-101, e.g. "microsoft/resnet-101"; `cxrgen train
+        backbone` folders). Stages beyond the configured ones (ResNet stage 4) are not used. Works for every CMCRL
+        model (RadCARE and VLCI); extra kwargs go to `from_pretrained`. Returns the names of the loaded tensors.
+
+        Raises ValueError when the checkpoint lacks a tensor of the backbone or has another shape for one.
+        """
         current = self.encoder.embeddings.backbone
         # The backbone's own class: AutoBackbone.from_pretrained asks the Hub whether the name is a repo first.
-        backbone = type(current).from_pretrained(os.fspath(pretrained_model_name_or_path), **kwargs)
-        missing, unexpected = current.load_state_dict(backbone.state_dict(), strict=False)
+        loaded = type(current).from_pretrained(os.fspath(pretrained_model_name_or_path), **kwargs).state_dict()
+        expected = current.state_dict()
+        missing = sorted(set(expected) - set(loaded))
         if missing:
             raise ValueError(
                 f"{pretrained_model_name_or_path}: backbone checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}"
             )
-        if unexpected:
-            logger.info(
-                "%s: %d backbone tensors are not used by this backbone (e.g. a later stage)",
-                pretrained_model_name_or_path,
-                len(unexpected),
-            )
+        for name, tensor in expected.items():
+            if loaded[name].shape != tensor.shape:
+                raise ValueError(
+                    f"{pretrained_model_name_or_path}: backbone tensor {name} has shape {tuple(loaded[name].shape)}, "
+                    f"this config's backbone expects {tuple(tensor.shape)} (another backbone_config?)"
+                )
+        current.load_state_dict({name: loaded[name] for name in expected})
+        unused = len(loaded) - len(expected)
+        if unused:
+            logger.info("%s: %d backbone tensors not used (a later stage)", pretrained_model_name_or_path, unused)
+        return list(expected)
 
 
 def _report_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -833,19 +971,27 @@ class CmcrlForConditionalGeneration(CmcrlPreTrainedModel, GenerationMixin):
         self.post_init()
         self.generation_config.max_length = config.max_report_length
         self.generation_config.num_beams = config.generation_num_beams
+        self.generation_config.no_repeat_ngram_size = config.generation_no_repeat_ngram_size
+        self.generation_config.length_penalty = config.generation_length_penalty
+        # The reference LDM changes earlier positions as the prefix grows: every step re-runs the whole prefix.
+        self.generation_config.use_cache = config.ldm_variant == "causal" or not config.use_ldm
         # [PAD] and [BOS] are never training targets; an untrained model must not emit them either.
         self.generation_config.suppress_tokens = [config.pad_token_id, config.bos_token_id]
 
-    def get_input_embeddings(self):
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The decoder's word embeddings."""
         return self.decoder.embeddings.word_embeddings
 
-    def set_input_embeddings(self, value):
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        """Replace the decoder's word embeddings."""
         self.decoder.embeddings.word_embeddings = value
 
-    def get_output_embeddings(self):
+    def get_output_embeddings(self) -> nn.Linear:
+        """The LM head (not tied to the word embeddings, as in the reference)."""
         return self.lm_head
 
-    def set_output_embeddings(self, value):
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        """Replace the LM head."""
         self.lm_head = value
 
     @accepts_either_cache_name
@@ -913,27 +1059,47 @@ class CmcrlForConditionalGeneration(CmcrlPreTrainedModel, GenerationMixin):
         )
 
     @classmethod
-    def from_pretraining(cls, pretraining, config: CmcrlConfig | None = None):
-        """Initialise VLCI from RadCARE (a `CmcrlForPreTraining` or a folder saved from one): the vision expert
-        fills the encoder, the text path the decoder, embeddings and LM head carry over; VDM, LDM, view
-        embeddings and layers beyond the pre-trained depth start fresh. Returns (model, CmcrlTransferReport)."""
+    def from_pretraining(
+        cls, pretraining: "CmcrlForPreTraining | str | os.PathLike", config: CmcrlConfig | None = None
+    ) -> tuple["CmcrlForConditionalGeneration", CmcrlTransferReport]:
+        """Initialise VLCI from RadCARE (a `CmcrlForPreTraining` or a folder saved from one).
+
+        Copied: the backbone, projection, CLS token, view embeddings and LayerNorm of the vision embeddings; the
+        vision expert of every pre-trained encoder layer (its text expert is unused); the text path of every
+        pre-trained decoder layer (self-attention, cross-attention and feed-forward; the image path, the mask token,
+        `image_layer_norm` and the patch head are unused); the final LayerNorms, word embeddings and LM head.
+        Fresh: VDM, LDM and, when `config` is deeper than RadCARE (the reference pre-trains 3+3 layers and fine-tunes
+        6+6 on MIMIC-CXR), the layers beyond the pre-trained depth, named in the report's `fresh_layers`. RadCARE
+        pre-trains on single images, so only the first row of its view embeddings is trained; with fewer views in
+        RadCARE than in `config`, its rows are copied and the others start fresh (`partial`). Returns (model,
+        CmcrlTransferReport); a shape mismatch elsewhere (vocab_size, hidden_size, backbone) is a ValueError.
+        """
         if not isinstance(pretraining, CmcrlForPreTraining):
             pretraining = CmcrlForPreTraining.from_pretrained(pretraining)
         model = cls(config if config is not None else copy.deepcopy(pretraining.config))
         source, target = pretraining.state_dict(), model.state_dict()
         report = CmcrlTransferReport()
+        state = {}
         for name, tensor in target.items():
             if name not in source:
                 report.fresh.append(name)
-            elif source[name].shape != tensor.shape:
+                continue
+            value = source[name]
+            if name == VIEW_EMBEDDINGS and value.shape[1:] == tensor.shape[1:] and len(value) < len(tensor):
+                report.partial[name] = f"rows 0-{len(value) - 1} of {len(tensor)} copied, the others start fresh"
+                value = torch.cat([value, tensor[len(value) :]])
+            elif value.shape != tensor.shape:
                 raise ValueError(
-                    f"Cannot transfer {name}: RadCARE has shape {tuple(source[name].shape)}, VLCI expects "
+                    f"Cannot transfer {name}: RadCARE has shape {tuple(value.shape)}, VLCI expects "
                     f"{tuple(tensor.shape)} (vocab_size, hidden_size and backbone must match)"
                 )
-            else:
-                report.copied.append(name)
-        model.load_state_dict({name: source[name] for name in report.copied}, strict=False)
+            report.copied.append(name)
+            state[name] = value
+        model.load_state_dict(state, strict=False)
         report.unused = sorted(set(source) - set(report.copied))
+        for stack, layers in (("encoder", model.encoder.layers), ("decoder", model.decoder.layers)):
+            pretrained = len(getattr(pretraining, stack).layers)
+            report.fresh_layers += [f"{stack}.layers.{index}" for index in range(pretrained, len(layers))]
         logger.info("VLCI from RadCARE: %s", report.summary())
         return model, report
 
@@ -946,7 +1112,8 @@ class CmcrlForPreTraining(CmcrlPreTrainedModel):
     image + text -> hidden patches; "v2v" masked image -> hidden patches; "t2t" prefix -> postfix. Without a task
     one is drawn from `config.pretraining_task_probs` among those the given inputs allow. `prefix_lengths` (in
     [1, number of words]) counts prefix tokens including [BOS]; `mask_noise` orders patches for masking (lowest
-    kept). Both are drawn at random when omitted.
+    kept). Both are drawn at random when omitted, prefix lengths uniformly in the reference's range: at least one
+    prefix word and two postfix words (a report of two words is cut after its first, one of one word before it).
     """
 
     def __init__(self, config: CmcrlConfig):
@@ -957,10 +1124,12 @@ class CmcrlForPreTraining(CmcrlPreTrainedModel):
         self.patch_head = nn.Linear(config.hidden_size, 3 * config.backbone_stride**2)
         self.post_init()
 
-    def get_input_embeddings(self):
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The decoder's word embeddings."""
         return self.decoder.embeddings.word_embeddings
 
-    def get_output_embeddings(self):
+    def get_output_embeddings(self) -> nn.Linear:
+        """The LM head of the text tasks."""
         return self.lm_head
 
     # -- inputs -------------------------------------------------------------------------------------------
@@ -998,7 +1167,10 @@ class CmcrlForPreTraining(CmcrlPreTrainedModel):
         if (words < 1).any():
             raise ValueError("input_ids: every report needs at least one word to split into prefix and postfix")
         if prefix_lengths is None:
-            prefix_lengths = 1 + (torch.rand(words.shape, device=words.device) * words).long()
+            # The reference's range: at least one prefix word and two postfix words (fewer for reports too short).
+            low = words.clamp(max=2)
+            high = (words - 1).clamp(min=low)
+            prefix_lengths = low + (torch.rand(words.shape, device=words.device) * (high - low + 1)).long()
         prefix_lengths = prefix_lengths.to(input_ids.device).long()
         if (prefix_lengths < 1).any() or (prefix_lengths > words).any():
             raise ValueError("prefix_lengths: expected 1 <= prefix length <= number of words of each report")
@@ -1051,6 +1223,7 @@ class CmcrlForPreTraining(CmcrlPreTrainedModel):
         mask_noise: torch.FloatTensor | None = None,
         return_dict: bool | None = None,
     ) -> CmcrlPreTrainingOutput:
+        """One RadCARE step of `task` (drawn when None); see the class docstring for the inputs."""
         if return_dict is False:
             raise ValueError("return_dict=False is not supported: the model returns a CmcrlPreTrainingOutput")
         task = task if task is not None else self._choose_task(pixel_values is not None, input_ids is not None)
