@@ -97,7 +97,7 @@ def _push(args):
 
 
 def _train(args, trainer_args):
-    from .trainers.common import get_stage
+    from .trainers.stage_config import get_stage
 
     run = get_stage(args.stage)
     output = run(

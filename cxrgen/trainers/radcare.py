@@ -18,31 +18,18 @@ interchangeable; pass ``--max_grad_norm`` to tune it.
 """
 
 import logging
-from pathlib import Path
 
 import torch
-from transformers import Trainer, set_seed
+from transformers import Trainer
 
-from cxrgen.data.annotation import read_annotation
 from cxrgen.data.collators import PretrainingCollator, TaskSchedule, split_views
-from cxrgen.methods import find_stage
-from cxrgen.trainers.common import (
-    ModelFolderCallback,
-    build_training_args,
-    card_info,
-    cmcrl_config_and_processor,
-    data_options,
-    load_split,
-    load_stage_config,
-    resume_checkpoint,
-    save_final_model,
-    training_setup,
-)
+from cxrgen.modeling.cmcrl import PRETRAINING_TASKS, CmcrlForPreTraining
+from cxrgen.trainers.processors import cmcrl_config_and_processor
+from cxrgen.trainers.stage import StageParts, StageRun, TrainingStage
+from cxrgen.trainers.training_data import data_options
 
 logger = logging.getLogger(__name__)
 
-STAGE = "radcare"
-DEFAULT_PRESET = "iu-xray"
 TRAINING_DEFAULTS = {
     "learning_rate": 5e-4,
     "weight_decay": 1e-2,
@@ -97,59 +84,48 @@ class RadcareTrainer(Trainer):
         super().log(logs, start_time)
 
 
-def build_trainer(config, data, images, output, resume=False, init=None, trainer_args=()):
-    """The RadCARE Trainer of a run and the checkpoint to resume from (None for a fresh run); see :func:`run`."""
-    from cxrgen.modeling.cmcrl import PRETRAINING_TASKS, CmcrlForPreTraining
+class RadcareStage(TrainingStage):
+    """RadCARE pre-training (see the module docstring)."""
 
-    if init is not None:
-        raise ValueError("radcare is the first CMCRL stage: --init is not used (start from scratch, or --resume).")
-    stage_config = load_stage_config(config)
-    annotation = read_annotation(data)
-    checkpoint = resume_checkpoint(output, resume)
-    train = load_split(annotation, images, "train")
-    model_config, processor = cmcrl_config_and_processor(stage_config, DEFAULT_PRESET, train["report"], checkpoint)
-    args = build_training_args(
-        output, TRAINING_DEFAULTS, stage_config.training, trainer_args, source=stage_config.source
-    )
-    options = data_options(stage_config)
+    name = "radcare"
+    title = "RadCARE pre-training"
+    trainer_class = RadcareTrainer
+    init_refusal = "radcare is the first CMCRL stage: --init is not used (start from scratch, or --resume)."
 
-    set_seed(args.seed)
-    model = CmcrlForPreTraining(model_config)
-    samples = split_views(train)
-    logger.info("RadCARE: %d training studies -> %d single-view samples", len(train), len(samples))
-    setup = training_setup(
-        stage_config,
-        args,
-        annotation,
-        data,
-        **{
+    def build(self, run: StageRun) -> StageParts:
+        train = run.split("train")
+        model_config, processor = cmcrl_config_and_processor(
+            run.config, self.default_preset, train["report"], run.checkpoint
+        )
+        args = run.training_args(TRAINING_DEFAULTS)
+        options = data_options(run.config)
+        model = CmcrlForPreTraining(model_config)
+        samples = split_views(train)
+        logger.info("RadCARE: %d training studies -> %d single-view samples", len(train), len(samples))
+        setup = {
             "single-view samples": len(samples),
             "task probabilities": dict(zip(PRETRAINING_TASKS, model_config.pretraining_task_probs)),
             "augmentation": options["augment"],
-        },
-    )
-    info = card_info(stage_config, annotation, data, output, find_stage(STAGE)[0].name, "RadCARE pre-training", setup)
-    trainer = RadcareTrainer(
-        model=model,
-        args=args,
-        train_dataset=samples,
-        data_collator=PretrainingCollator(
-            processor,
-            max_length=model_config.pretraining_max_length,
-            augment_seed=args.seed if options["augment"] else None,
-        ),
-        processing_class=processor,
-        callbacks=[ModelFolderCallback(info)],
-        task_schedule=TaskSchedule(PRETRAINING_TASKS, model_config.pretraining_task_probs, args.seed),
-    )
-    return trainer, checkpoint, info
+        }
+        return StageParts(
+            model=model,
+            args=args,
+            train_dataset=samples,
+            data_collator=PretrainingCollator(
+                processor,
+                max_length=model_config.pretraining_max_length,
+                augment_seed=args.seed if options["augment"] else None,
+            ),
+            processing_class=processor,
+            info=run.card_info(args, setup),
+            trainer_kwargs={
+                "task_schedule": TaskSchedule(PRETRAINING_TASKS, model_config.pretraining_task_probs, args.seed)
+            },
+        )
 
 
-def run(config, data, images, output, resume=False, init=None, trainer_args=()) -> Path:
-    """Pre-train RadCARE and save the final model folder in ``output`` (see cxrgen.trainers.common for the arguments)."""
-    trainer, checkpoint, info = build_trainer(config, data, images, output, resume, init, trainer_args)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    return save_final_model(trainer, output, info)
+stage = RadcareStage()
+build_trainer = stage.build_trainer
+run = stage.run
 
-
-__all__ = ["RadcareTrainer", "TRAINING_DEFAULTS", "build_trainer", "run"]
+__all__ = ["TRAINING_DEFAULTS", "RadcareStage", "RadcareTrainer", "build_trainer", "run"]
