@@ -16,8 +16,10 @@ Phantom numbers check the pipeline end to end; they say nothing about clinical p
 
 import copy
 import json
+import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -49,19 +51,19 @@ BASELINE_NAMES = ("most frequent report", "nearest neighbour (pixels)")
 
 
 def run_demo(
-    output_dir,
-    method=DEFAULT_METHOD,
-    source="auto",
-    image_size=None,
-    max_studies=None,
-    max_steps=None,
-    num_beams=None,
-    seed=0,
-    model_overrides=None,
-    batch_size=None,
-    synthetic_studies=1000,
-    echo=print,
-):
+    output_dir: str | os.PathLike,
+    method: str = DEFAULT_METHOD,
+    source: str = "auto",
+    image_size: int | None = None,
+    max_studies: int | None = None,
+    max_steps: int | None = None,
+    num_beams: int | None = None,
+    seed: int = 0,
+    model_overrides: dict | None = None,
+    batch_size: int | None = None,
+    synthetic_studies: int = 1000,
+    echo: Callable[[str], object] = print,
+) -> dict:
     """Run the demo into ``output_dir`` (which must be new or empty) and return its summary dict.
 
     ``method`` is a registered method (:data:`cxrgen.methods.METHODS`); its recipe is the ``demo`` section of its
@@ -313,7 +315,7 @@ def _training_setup(method, settings):
     return setup
 
 
-def per_observation_f1_table(results):
+def per_observation_f1_table(results: dict[str, dict]) -> str:
     """A Markdown table of per-observation CE F1 (with the test support), one column per system."""
     names = list(results)
     first = results[names[0]]["ce"]["per_observation"]

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 import yaml
-from huggingface_hub import HfApi, ModelCard
+from huggingface_hub import CommitInfo, HfApi, ModelCard
 from transformers.dynamic_module_utils import get_imports, get_relative_imports
 
 # Weight or state files that unpickle on load: refused so that users never run pickled code from the Hub.
@@ -60,7 +60,14 @@ def validate_model_folder(
         raise ModelFolderError(f"{folder} is not a complete model folder:\n- " + "\n- ".join(problems))
 
 
-def push_model_folder(folder, repo_id, *, private=False, token=None, commit_message="Upload cxrgen model"):
+def push_model_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = "Upload cxrgen model",
+) -> CommitInfo:
     """Validate a saved model folder, create `repo_id` if needed and upload the folder; return the CommitInfo."""
     validate_model_folder(folder)
     api = HfApi(token=token)

@@ -4,7 +4,7 @@ gives the logged values."""
 import logging
 from collections.abc import Callable, Iterable
 
-from transformers import EvalPrediction
+from transformers import EvalPrediction, ProcessorMixin
 
 from cxrgen.evaluation.metrics import evaluate_reports
 
@@ -60,7 +60,9 @@ def logged_eval_metrics(
     return None
 
 
-def report_metrics(processor, references: Iterable[str]) -> Callable[[EvalPrediction], dict[str, float]]:
+def report_metrics(
+    processor: ProcessorMixin, references: Iterable[str]
+) -> Callable[[EvalPrediction], dict[str, float]]:
     """A ``compute_metrics`` for generation-based evaluation: decodes the generated ids of every evaluated study with
     ``processor.post_process_generation`` and scores them with ``cxrgen.evaluation.metrics.evaluate_reports``
     against ``references`` (the evaluation split's whole reports, in dataset order; never the truncated labels).

@@ -20,6 +20,7 @@ interchangeable; pass ``--max_grad_norm`` to tune it.
 import logging
 
 import torch
+from torch import nn
 from transformers import Trainer
 
 from cxrgen.data.collators import PretrainingCollator, TaskSchedule, split_views
@@ -51,28 +52,36 @@ TRAINING_DEFAULTS = {
 class RadcareTrainer(Trainer):
     """A Trainer that runs each micro-batch on the task of ``task_schedule`` and logs each task's mean loss."""
 
-    def __init__(self, *args, task_schedule, **kwargs):
+    def __init__(self, *args, task_schedule: TaskSchedule, **kwargs):
         super().__init__(*args, **kwargs)
         self.task_schedule = task_schedule
         self._micro_batch = (-1, 0)
         # Per task: summed loss and number of micro-batches since the last log.
         self._task_losses = torch.zeros(len(task_schedule.tasks), 2, dtype=torch.float64)
 
-    def training_step(self, model, inputs, num_items_in_batch=None):
+    def training_step(
+        self, model: nn.Module, inputs: dict, num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
         step, index = self._micro_batch
         index = index + 1 if step == self.state.global_step else 0
         self._micro_batch = (self.state.global_step, index)
         task = self.task_schedule.task(self.state.global_step, index)
         return super().training_step(model, {**inputs, "task": task}, num_items_in_batch)
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict,
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, object]:
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if model.training:
             index = self.task_schedule.tasks.index(inputs["task"])
             self._task_losses[index] += torch.tensor([loss.detach().double().item(), 1.0], dtype=torch.float64)
         return (loss, outputs) if return_outputs else loss
 
-    def log(self, logs, start_time=None):
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log (evaluation logs have eval_loss, the final summary train_loss)
             totals = self._task_losses.to(self.args.device)
             if self.args.world_size > 1:

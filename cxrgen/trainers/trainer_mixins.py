@@ -5,7 +5,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from torch.utils.data import DataLoader
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedModel
 from transformers.utils import SAFE_WEIGHTS_NAME
 
@@ -34,7 +35,7 @@ class StageCollatorsMixin:
     def get_train_dataloader(self) -> DataLoader:
         return self._with_collator(self.train_data_collator, super().get_train_dataloader)
 
-    def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
+    def get_eval_dataloader(self, eval_dataset: Dataset | dict | str | None = None) -> DataLoader:
         return self._with_collator(
             self.eval_data_collator, functools.partial(super().get_eval_dataloader, eval_dataset)
         )
@@ -60,11 +61,11 @@ class CheckpointReloadMixin:
         model.load_state_dict(loaded.state_dict())
         return True
 
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         if not self._reload(self.model if model is None else model, resume_from_checkpoint):
             super()._load_from_checkpoint(resume_from_checkpoint, model)
 
-    def _load_best_model(self):
+    def _load_best_model(self) -> None:
         if not self._reload(self.model, self.state.best_model_checkpoint):
             super()._load_best_model()
 

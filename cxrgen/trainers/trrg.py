@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from torch import nn
 from transformers import (
     AutoTokenizer,
     BitsAndBytesConfig,
@@ -140,7 +141,9 @@ class TrrgTrainer(CheckpointReloadMixin, Trainer):
         super().__init__(*args, **kwargs)
         self.generation_kwargs = dict(generation_kwargs or {})
 
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+    def prediction_step(
+        self, model: nn.Module, inputs: dict, prediction_loss_only: bool, ignore_keys: list[str] | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         if prediction_loss_only or not self.args.predict_with_generate:
             return super().prediction_step(model, inputs, prediction_loss_only=True, ignore_keys=ignore_keys)
         inputs = self._prepare_inputs(inputs)

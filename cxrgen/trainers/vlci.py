@@ -28,6 +28,7 @@ from pathlib import Path
 
 from torch.utils.data import Sampler
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+from transformers.trainer_utils import EvalLoopOutput
 
 from cxrgen.data.collators import StudyCollator
 from cxrgen.data.sampling import WeightedEpochSampler, observation_balance_weights
@@ -76,7 +77,7 @@ class VlciTrainer(StageCollatorsMixin, Seq2SeqTrainer):
             return super()._get_train_sampler(train_dataset)
         return WeightedEpochSampler(self.train_sample_weights, seed=self.args.seed)
 
-    def evaluation_loop(self, *args, **kwargs):
+    def evaluation_loop(self, *args, **kwargs) -> EvalLoopOutput:
         # Seq2SeqTrainer gathers with `gather`, which keeps the samples that distributed evaluation repeats to fill
         # the last batches; the metrics must see each study exactly once, in dataset order, as gather_for_metrics
         # gives them.
