@@ -145,7 +145,7 @@ def _app(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace, trainer_args: list[str]) -> None:
-    from .trainers.common import get_stage
+    from .trainers.stage_config import get_stage
 
     run = get_stage(args.stage)
     output = run(

@@ -16,12 +16,16 @@ Phantom numbers check the pipeline end to end; they say nothing about clinical p
 
 import copy
 import json
+import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import transformers
+from PIL import Image
+from transformers import AutoProcessor
 
 from cxrgen.data.annotation import read_annotation
 from cxrgen.data.iu_xray import find_nlm_reports_archive
@@ -37,26 +41,29 @@ from cxrgen.evaluation.report import (
     study_paths,
 )
 from cxrgen.labels import CHEXPERT_OBSERVATIONS, POSITIVE
-from cxrgen.methods import DEFAULT_METHOD, METHODS, find_stage, get_method
+from cxrgen.methods import DEFAULT_METHOD, METHODS, Method, find_stage, get_method
 from cxrgen.presets import load_preset
+from cxrgen.trainers.metrics import card_metrics
+from cxrgen.trainers.model_folders import CardInfo, write_model_card
+from cxrgen.trainers.stage_config import get_stage
 
 BASELINE_NAMES = ("most frequent report", "nearest neighbour (pixels)")
 
 
 def run_demo(
-    output_dir,
-    method=DEFAULT_METHOD,
-    source="auto",
-    image_size=None,
-    max_studies=None,
-    max_steps=None,
-    num_beams=None,
-    seed=0,
-    model_overrides=None,
-    batch_size=None,
-    synthetic_studies=1000,
-    echo=print,
-):
+    output_dir: str | os.PathLike,
+    method: str = DEFAULT_METHOD,
+    source: str = "auto",
+    image_size: int | None = None,
+    max_studies: int | None = None,
+    max_steps: int | None = None,
+    num_beams: int | None = None,
+    seed: int = 0,
+    model_overrides: dict | None = None,
+    batch_size: int | None = None,
+    synthetic_studies: int = 1000,
+    echo: Callable[[str], object] = print,
+) -> dict:
     """Run the demo into ``output_dir`` (which must be new or empty) and return its summary dict.
 
     ``method`` is a registered method (:data:`cxrgen.methods.METHODS`); its recipe is the ``demo`` section of its
@@ -216,8 +223,6 @@ def _amount(training):
 
 def _train(method, stages, annotation_path, image_root, output_dir, model_dir, source, seed):
     """Run the stage configs in turn, each from the previous one's folder; the last one writes ``model_dir``."""
-    from cxrgen.trainers.common import get_stage
-
     init = None
     for entry in stages:
         config = {"preset": method.demo_preset}
@@ -257,9 +262,6 @@ def _card_names(method, source):
 
 def _baselines(annotation, image_root, model_dir, num_test):
     """The two baselines' reports for the test studies, in the form the model writes (cleaned like its targets)."""
-    from PIL import Image
-    from transformers import AutoProcessor
-
     processor = AutoProcessor.from_pretrained(model_dir)
     train = load_split(annotation, image_root, "train")
     test = load_split(annotation, image_root, "test")
@@ -276,29 +278,25 @@ def _baselines(annotation, image_root, model_dir, num_test):
     }
 
 
-def _write_card(model_dir, method, source, settings, metrics):
-    from cxrgen.hub_cards import build_model_card, save_model_card
-    from cxrgen.trainers.common import METRIC_NAMES, flatten_metrics
-
+def _write_card(model_dir: Path, method: Method, source: str, settings: dict, metrics: dict) -> None:
+    """The model folder's card: the phantom test split's metrics and the demo's recipe as its training setup."""
     names = _card_names(method, source)
-    card = build_model_card(
-        model_dir,
+    info = CardInfo(
+        method=method.name,
         model_name=names["model_name"],
         repo_id=names["repo_id"],
-        method=method.name,
-        metrics={METRIC_NAMES[key]: value for key, value in flatten_metrics(metrics).items()},
         dataset_name=names["dataset_name"],
         dataset_id=names["dataset_id"],
-        dataset_split="test",
+        is_phantom_data=True,
+        training_setup=_training_setup(method, settings),
+        metrics_split="test",
         metrics_source_description=(
             f"`cxrgen demo`: reports generated for the phantom test split ({settings['num_beams']} beam(s)), scored "
             "with cxrgen.evaluation.evaluate_reports (pycocoevalcap NLG metrics against the whole cleaned reports; "
             "clinical efficacy from the cxrgen rule-based labeler on both sides)"
         ),
-        is_phantom_data=True,
-        training_setup=_training_setup(method, settings),
     )
-    save_model_card(card, model_dir)
+    write_model_card(model_dir, info, card_metrics(metrics))
 
 
 def _training_setup(method, settings):
@@ -317,7 +315,7 @@ def _training_setup(method, settings):
     return setup
 
 
-def per_observation_f1_table(results):
+def per_observation_f1_table(results: dict[str, dict]) -> str:
     """A Markdown table of per-observation CE F1 (with the test support), one column per system."""
     names = list(results)
     first = results[names[0]]["ce"]["per_observation"]

@@ -5,6 +5,8 @@ Every method's folder gives the report; methods with ``structured_findings`` in 
 probability of each observation and the disease clues injected into the language model's prompt) give those too.
 """
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +32,9 @@ class ReportGenerator:
     folder: Path
 
 
-def load_generator(folder, device="cpu", allow_pickle=False):
+def load_generator(
+    folder: str | os.PathLike, device: str | torch.device = "cpu", allow_pickle: bool = False
+) -> ReportGenerator:
     """Load a saved report-generating model folder of a registered method (config, safetensors weights, processor).
 
     Pickle weights (``pytorch_model.bin``) are refused unless ``allow_pickle``.
@@ -66,7 +70,7 @@ def load_generator(folder, device="cpu", allow_pickle=False):
     return ReportGenerator(model=model, processor=processor, method=method.name, folder=folder)
 
 
-def generation_kwargs(num_beams=None, max_new_tokens=None):
+def generation_kwargs(num_beams: int | None = None, max_new_tokens: int | None = None) -> dict[str, int]:
     """Overrides of the model's generation_config; settings left as None keep the saved ones."""
     kwargs = {}
     if num_beams is not None:
@@ -81,7 +85,13 @@ def generation_kwargs(num_beams=None, max_new_tokens=None):
 
 
 @torch.inference_mode()
-def generate_reports(generator, studies, batch_size=16, num_beams=None, max_new_tokens=None):
+def generate_reports(
+    generator: ReportGenerator,
+    studies: Sequence[Sequence],
+    batch_size: int = 16,
+    num_beams: int | None = None,
+    max_new_tokens: int | None = None,
+) -> list[dict]:
     """Generate one report per study.
 
     Args:
@@ -119,7 +129,7 @@ def generate_reports(generator, studies, batch_size=16, num_beams=None, max_new_
     return results
 
 
-def format_generation(result):
+def format_generation(result: dict) -> str:
     """A human-readable rendering of one :func:`generate_reports` result (the report, then any findings)."""
     lines = [result["report"]]
     if "probabilities" in result:

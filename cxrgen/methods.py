@@ -15,7 +15,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Stage:
     """A training stage: ``cxrgen train <name>`` calls ``trainer`` (the ``run`` of a stage module, see
-    :mod:`cxrgen.trainers.common`). ``preset_sections`` are the sections of a preset's ``stages.<name>`` that the
+    :mod:`cxrgen.trainers.stage_config`). ``preset_sections`` are the sections of a preset's ``stages.<name>`` that the
     stage reads (a preset setting any other is an error, never ignored)."""
 
     name: str

@@ -20,6 +20,8 @@ against the method registry.
 import copy
 import importlib
 import os
+from pathlib import Path
+from types import ModuleType
 
 from cxrgen.methods import METHODS, find_stage, get_method
 
@@ -27,7 +29,7 @@ DEMO_KEYS = ("image_size", "num_beams", "stages")
 DEMO_STAGE_KEYS = ("stage", "title", "folder", "model", "processor", "data", "training")
 
 
-def _reader(method: str):
+def _reader(method: str) -> ModuleType:
     # The configuration module of the method's model folder, which holds the files and their reader.
     return importlib.import_module(get_method(method).config.partition(":")[0])
 
@@ -46,6 +48,33 @@ def load_preset(method: str, name_or_path: str | os.PathLike) -> dict:
         ValueError: an unknown name (the message lists the names), or a file that does not follow the schema of
             this module's docstring (the message names the file and the key).
     """
+    return _read_checked(method, name_or_path)[1]
+
+
+def stage_preset(stage: str, name_or_path: str | os.PathLike, config_class: type | None = None) -> dict:
+    """What a preset gives training stage ``stage``: ``{section: mapping}`` for each of its ``preset_sections``
+    (empty where the preset sets none), a copy the caller may change.
+
+    With ``config_class``, the result always has ``model``, ``processor`` and ``training``, and ``model`` starts from
+    the preset's fields of that config (``models.<model_type>``), updated by the stage's own model options; the file
+    is read once."""
+    method, spec = find_stage(stage)
+    path, document = _read_checked(method.name, name_or_path)
+    settings = document.get("stages", {}).get(stage, {})
+    sections = {section: copy.deepcopy(settings.get(section, {})) for section in spec.preset_sections}
+    if config_class is None:
+        return sections
+    models = document.get("models", {})
+    if config_class.model_type not in models:
+        raise ValueError(
+            f"{path}: the preset has no models.{config_class.model_type} ({config_class.__name__} fields)."
+        )
+    model = {**copy.deepcopy(models[config_class.model_type]), **sections.get("model", {})}
+    return {"processor": {}, "training": {}, **sections, "model": model}
+
+
+def _read_checked(method: str, name_or_path: str | os.PathLike) -> tuple[Path, dict]:
+    """The file of a preset of ``method`` and its content, checked (see :func:`load_preset`)."""
     spec = get_method(method)
     path, document = _reader(method).read_preset(name_or_path)
     stages = {stage.name: stage for stage in spec.stages}
@@ -56,18 +85,10 @@ def load_preset(method: str, name_or_path: str | os.PathLike) -> dict:
         _check_mapping(sections, stages[name].preset_sections, f"{path}: stages.{name}")
     if "demo" in document:
         _check_demo(document["demo"], stages, path)
-    return document
+    return path, document
 
 
-def stage_preset(stage: str, name_or_path: str | os.PathLike) -> dict:
-    """What a preset gives training stage ``stage``: ``{section: mapping}`` for each of its ``preset_sections``
-    (empty where the preset sets none), a copy the caller may change."""
-    method, spec = find_stage(stage)
-    settings = load_preset(method.name, name_or_path).get("stages", {}).get(stage, {})
-    return {section: copy.deepcopy(settings.get(section, {})) for section in spec.preset_sections}
-
-
-def _check_mapping(values, allowed, where):
+def _check_mapping(values: object, allowed: tuple[str, ...], where: str) -> None:
     if not isinstance(values, dict):
         raise ValueError(f"{where} must be a mapping with keys among {list(allowed)}, got {values!r}.")
     unknown = sorted(set(values) - set(allowed))
@@ -78,7 +99,7 @@ def _check_mapping(values, allowed, where):
             raise ValueError(f"{where}.{key} must be a mapping, got {values[key]!r}.")
 
 
-def _check_demo(demo, stages, path):
+def _check_demo(demo: object, stages: dict, path: Path) -> None:
     _check_mapping(demo, DEMO_KEYS, f"{path}: demo")
     missing = [key for key in DEMO_KEYS if key not in demo]
     if missing:

@@ -32,7 +32,10 @@ from peft import PeftModel
 from trl import SFTConfig, SFTTrainer
 
 from cxrgen.compat import CHECKPOINTING_ARGUMENT
-from cxrgen.trainers.common import build_training_args, load_processor, load_split, load_stage_config
+from cxrgen.trainers.arguments import build_training_args
+from cxrgen.trainers.processors import load_processor
+from cxrgen.trainers.stage_config import load_stage_config
+from cxrgen.trainers.training_data import load_split
 from cxrgen.trainers.trrg import ADAPTER_DIR, BASE_MODEL_DIR, build_model_and_processor, lora_config, merged_model
 
 logger = logging.getLogger(__name__)

@@ -106,7 +106,18 @@ def test_generate_trrg_gives_probabilities_and_clues(tmp_path, phantom, capsys):
     result = json.loads(out)
     assert set(result) == {"report", "probabilities", "clues"}
     assert list(result["probabilities"]) == list(CHEXPERT_OBSERVATIONS)
-    assert all(0.0 <= p <= 1.0 for p in result["probabilities"].values())
+    # The printed findings are the model's own zero-shot perception of this study, not just numbers in [0, 1].
+    inputs = TrrgProcessor.from_pretrained(folder)(images=[study(phantom)], return_tensors="pt")
+    with torch.no_grad():
+        expected = (
+            TrrgForConditionalGeneration.from_pretrained(folder)
+            .eval()
+            .structured_findings(inputs["pixel_values"], inputs.get("pixel_mask"))[0]
+        )
+    assert result["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
+    assert [(c["observation"], c["polarity"]) for c in result["clues"]] == [
+        (c["observation"], c["polarity"]) for c in expected["clues"]
+    ]
     assert len(result["clues"]) == 3  # top-k clue selection injects exactly k clues
     assert all(clue["probability"] == result["probabilities"][clue["observation"]] for clue in result["clues"])
 

@@ -22,7 +22,7 @@ from cxrgen.methods import (
     stage_names,
 )
 from cxrgen.presets import load_preset
-from cxrgen.trainers.common import STAGES, get_stage
+from cxrgen.trainers.stage_config import STAGES, get_stage
 
 
 def subparser(name):
@@ -41,7 +41,7 @@ def test_every_entry_names_real_classes_and_trainers(name):
     for stage in method.stages:
         assert find_stage(stage.name) == (method, stage)
         assert get_stage(stage.name) is importlib.import_module(stage.module).run is resolve(stage.trainer)
-        assert stage.name == importlib.import_module(stage.module).STAGE
+        assert stage.name == importlib.import_module(stage.module).stage.name
     demo = load_preset(name, method.demo_preset)["demo"]
     assert {entry["stage"] for entry in demo["stages"]} <= {stage.name for stage in method.stages}
 

@@ -12,7 +12,7 @@ from cxrgen.modeling.cmcrl import CmcrlConfig, configuration_cmcrl
 from cxrgen.modeling.trrg import TrrgConfig, TrrgContrastiveConfig
 from cxrgen.presets import list_presets, load_preset, stage_preset
 from cxrgen.trainers import trrg
-from cxrgen.trainers.common import load_stage_config
+from cxrgen.trainers.stage_config import load_stage_config
 
 CONFIG_CLASSES = {"cmcrl": (CmcrlConfig,), "trrg": (TrrgContrastiveConfig, TrrgConfig)}
 

@@ -9,7 +9,7 @@ import cxrgen
 from cxrgen.modeling.trrg.configuration_trrg import PRESETS_DIR, TrrgConfig, TrrgContrastiveConfig
 from cxrgen.modeling.trrg.modeling_trrg import TrrgForConditionalGeneration
 from cxrgen.trainers import trrg, trrg_contrastive
-from cxrgen.trainers.common import load_stage_config
+from cxrgen.trainers.stage_config import load_stage_config
 
 HOME_MODULES = {
     "CmcrlConfig": "cxrgen.modeling.cmcrl.configuration_cmcrl",

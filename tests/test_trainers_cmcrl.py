@@ -16,7 +16,10 @@ from cxrgen.data.collators import TaskSchedule, split_views
 from cxrgen.data.phantom_benchmark import build_phantom_benchmark
 from cxrgen.modeling.cmcrl import PRETRAINING_TASKS, CmcrlForConditionalGeneration, CmcrlForPreTraining
 from cxrgen.processing.processing_cmcrl import CmcrlProcessor
-from cxrgen.trainers import backbone, common, radcare, vlci
+from cxrgen.trainers import backbone, radcare, vlci
+from cxrgen.trainers.arguments import build_training_args
+from cxrgen.trainers.stage_config import get_stage, load_stage_config
+from cxrgen.trainers.training_data import is_phantom_annotation
 
 torch.set_num_threads(1)
 
@@ -231,7 +234,7 @@ def test_resume_after_interruption_gives_the_same_weights(stage, training, secti
 
 
 def test_training_args_precedence_and_errors(tmp_path):
-    args = common.build_training_args(
+    args = build_training_args(
         tmp_path,
         {"learning_rate": 5e-4, "weight_decay": 0.01, "lr_scheduler_kwargs": {"min_lr_rate": 0.001}},
         {"learning_rate": "1e-4", "max_steps": 3, "use_cpu": True},
@@ -240,21 +243,21 @@ def test_training_args_precedence_and_errors(tmp_path):
     assert (args.learning_rate, args.weight_decay, args.max_steps, args.report_to) == (1e-4, 0.01, 5, ["tensorboard"])
     assert args.lr_scheduler_kwargs == {"min_lr_rate": 0.001} and args.use_cpu and args.output_dir == str(tmp_path)
     with pytest.raises(ValueError, match="unknown key.*learning_rat"):
-        common.build_training_args(tmp_path, {}, {"learning_rat": 1.0}, source="x.yaml")
+        build_training_args(tmp_path, {}, {"learning_rat": 1.0}, source="x.yaml")
     with pytest.raises(ValueError, match="unknown Trainer argument"):
-        common.build_training_args(tmp_path, {}, {}, ["--no_such_argument", "1"])
+        build_training_args(tmp_path, {}, {}, ["--no_such_argument", "1"])
     with pytest.raises(ValueError, match="learning_rate"):
-        common.build_training_args(tmp_path, {}, {}, ["--learning_rate", "fast"])
+        build_training_args(tmp_path, {}, {}, ["--learning_rate", "fast"])
     with pytest.raises(ValueError, match="output_dir"):
-        common.build_training_args(tmp_path, {}, {}, ["--output_dir", str(tmp_path / "elsewhere")])
+        build_training_args(tmp_path, {}, {}, ["--output_dir", str(tmp_path / "elsewhere")])
 
 
 def test_stage_config_and_cli_errors(phantom, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"preset": "tiny", "optimizer": {"lr": 1}}))
     with pytest.raises(ValueError, match="bad.yaml.*unknown top-level key.*optimizer"):
-        common.load_stage_config(bad)
-    assert common.load_stage_config("tiny").preset == "tiny"
+        load_stage_config(bad)
+    assert load_stage_config("tiny").preset == "tiny"
     code = main(
         [
             "train",
@@ -277,9 +280,9 @@ def test_stage_config_and_cli_errors(phantom, tmp_path, capsys):
         radcare.build_trainer(config, phantom[0], phantom[1], tmp_path / "out", init=tmp_path)
     with pytest.raises(ValueError, match="has no checkpoint"):
         radcare.build_trainer(config, phantom[0], phantom[1], tmp_path / "out", resume=True)
-    assert common.get_stage("radcare") is radcare.run and common.get_stage("vlci") is vlci.run
+    assert get_stage("radcare") is radcare.run and get_stage("vlci") is vlci.run
     with pytest.raises(ValueError, match="Unknown training stage"):
-        common.get_stage("r2gen")
+        get_stage("r2gen")
 
 
 def test_split_views_and_task_schedule(phantom):
@@ -288,9 +291,9 @@ def test_split_views_and_task_schedule(phantom):
     samples = split_views(train)
     assert samples["id"][:2] == [f"{train['id'][0]}#0", f"{train['id'][0]}#1"] and len(samples) == 6
     assert samples[1]["report"] == train[0]["report"] and samples[1]["images"][0].size == (IMAGE_SIZE, IMAGE_SIZE)
-    assert common.is_phantom_annotation(annotation)
+    assert is_phantom_annotation(annotation)
     moved = {"train": [{**entry, "image_path": ["frontal.png"]} for entry in annotation["train"]]}
-    assert not common.is_phantom_annotation(moved)
+    assert not is_phantom_annotation(moved)
 
     schedule = TaskSchedule(PRETRAINING_TASKS, [1, 1, 0, 2], seed=3)
     draws = [schedule.task(step, micro) for step in range(400) for micro in range(2)]

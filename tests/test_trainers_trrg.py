@@ -14,10 +14,11 @@ from two_process import TORCHRUN, launch
 
 from cxrgen.data.phantom_benchmark import build_phantom_benchmark
 from cxrgen.data.trrg_collators import TrrgCollator, TrrgContrastiveCollator, report_sentences
+from cxrgen.hub_cards.publish import validate_model_folder
 from cxrgen.labeler import label_report
 from cxrgen.modeling.trrg import TrrgForConditionalGeneration, TrrgForContrastivePretraining
 from cxrgen.trainers import trrg, trrg_contrastive
-from cxrgen.trainers.common import check_model_folder, load_stage_config
+from cxrgen.trainers.stage_config import load_stage_config
 
 torch.set_num_threads(1)
 
@@ -102,7 +103,7 @@ def test_contrastive_collator_favours_finding_sentences_and_labels_each_sentence
 
 def test_stage2_collator_masks_the_prompt_and_adds_disease_labels(bench):
     annotation, images, _ = bench
-    from cxrgen.trainers.common import load_split
+    from cxrgen.trainers.training_data import load_split
 
     train = load_split(annotation, images, "train")
     model, processor, _ = trrg.build_model_and_processor(load_stage_config(STAGE2_CONFIG), train["report"])
@@ -123,7 +124,7 @@ def test_stage2_collator_masks_the_prompt_and_adds_disease_labels(bench):
 # ------------------------------------------------------------------------------------------------ stage 1 -> 2
 def test_stage1_folder_is_complete_and_stores_the_prompt_embeddings(bench):
     _, _, stage1 = bench
-    check_model_folder(stage1)
+    validate_model_folder(stage1, processor=True, training_state=True)
     assert (stage1 / "README.md").is_file()
     model = TrrgForContrastivePretraining.from_pretrained(stage1).eval()
     stored = load_file(stage1 / trrg_contrastive.PROMPT_EMBEDS_NAME)["prompt_embeds"]
@@ -155,7 +156,7 @@ def test_init_hands_over_vision_tower_and_prompt_embeddings_then_trains_and_eval
             2, 2, "--eval_strategy", "steps", "--eval_steps", "2", "--generation_max_length", "4"
         ),
     )
-    check_model_folder(output)
+    validate_model_folder(output, processor=True, training_state=True)
     card = (output / "README.md").read_text()
     assert "prompt embeddings" in card and "BLEU-4" in card
     state = json.loads((output / "trainer_state.json").read_text())
@@ -189,7 +190,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_weights(bench, tmp_pa
     trainer.add_callback(StopAt(2))
     trainer.train()
     assert trainer.state.global_step == 2
-    check_model_folder(tmp_path / "cut" / "checkpoint-2")
+    validate_model_folder(tmp_path / "cut" / "checkpoint-2", processor=True, training_state=True)
     trainer, checkpoint, _ = trrg.build_trainer(
         STAGE2_CONFIG, annotation, images, tmp_path / "cut", resume=True, trainer_args=arguments
     )
@@ -219,7 +220,7 @@ def test_4bit_lora_run_saves_adapter_merges_loads_and_resumes(bench, tmp_path):
 
     # the adapter checkpoint resumes (to step 3) and the run ends with a merged, complete model folder
     final = trrg.run(config, annotation, images, output, resume=True, trainer_args=trainer_args(3, 2, *NO_EVAL))
-    check_model_folder(final)
+    validate_model_folder(final, processor=True, training_state=True)
     adapter = json.loads((final / trrg.ADAPTER_DIR / "adapter_config.json").read_text())
     assert adapter["modules_to_save"] and set(adapter["modules_to_save"]) == set(
         TrrgForConditionalGeneration.lora_trainable_modules
@@ -239,7 +240,7 @@ def test_4bit_lora_run_saves_adapter_merges_loads_and_resumes(bench, tmp_path):
 def loaded_inputs(folder, annotation, images):
     from transformers import AutoProcessor
 
-    from cxrgen.trainers.common import load_split
+    from cxrgen.trainers.training_data import load_split
 
     test = load_split(annotation, images, "test")
     return AutoProcessor.from_pretrained(folder)(images=[test[0]["images"], test[1]["images"]])
@@ -305,4 +306,4 @@ def test_torchrun_two_processes_end_with_identical_weights(bench, tmp_path):
         assert (record["rank"], record["world_size"], record["backend"]) == (rank, 2, "gloo")
         assert record["ddp"] == "DistributedDataParallel" and record["steps"] == 2
     assert ranks[0]["sha256"] == ranks[1]["sha256"]
-    check_model_folder(output / "checkpoint-2")
+    validate_model_folder(output / "checkpoint-2", processor=True, training_state=True)

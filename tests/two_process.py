@@ -41,7 +41,7 @@ def _train(stage, config, data, images, output, trainer_args):
 
     import torch
 
-    from cxrgen.trainers.common import STAGES
+    from cxrgen.trainers.stage_config import STAGES
 
     torch.set_num_threads(1)
     module = importlib.import_module(STAGES[stage])

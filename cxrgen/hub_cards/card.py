@@ -8,12 +8,18 @@ import re
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from transformers import PreTrainedConfig
 
 from cxrgen.methods import METHODS
 from cxrgen.modeling import read_model_config
 
 TEMPLATE_PATH = Path(__file__).with_name("model_card_template.md")
 BASE_TAGS = ("radiology-report-generation", "chest-x-ray", "medical", "custom_code")
+# The kinds of folder a card describes: a report generator (the models users load), or the vision backbone that
+# CMCRL's backbone stage trains as an observation classifier, an intermediate folder for `cxrgen train vlci --init`.
+REPORT_GENERATOR, VISION_BACKBONE = "report-generator", "vision-backbone"
+BACKBONE_TEMPLATE_PATH = Path(__file__).with_name("backbone_card_template.md")
+BACKBONE_TAGS = ("chest-x-ray", "medical", "cxrgen", "vision-backbone")
 
 # Hub metric ids for the metrics cxrgen reports; any other name is slugified.
 _METRIC_TYPE_PATTERNS = (
@@ -28,29 +34,36 @@ _METRIC_TYPE_PATTERNS = (
 
 
 def build_model_card(
-    model_folder_or_config,
+    model_folder_or_config: str | os.PathLike | dict | PreTrainedConfig,
     *,
-    model_name,
-    repo_id,
-    method,
-    metrics,
-    dataset_name,
-    dataset_id,
-    dataset_split,
-    metrics_source_description,
-    is_phantom_data,
-    training_setup,
-    base_model=None,
-    initialization=None,
-    has_processor=None,
-    license="apache-2.0",
-):
+    model_name: str,
+    repo_id: str,
+    method: str,
+    metrics: dict[str, float] | None,
+    dataset_name: str,
+    dataset_id: str,
+    dataset_split: str,
+    metrics_source_description: str | None,
+    is_phantom_data: bool,
+    training_setup: dict | str,
+    base_model: str | None = None,
+    initialization: str | None = None,
+    has_processor: bool | None = None,
+    license: str = "apache-2.0",
+    kind: str = REPORT_GENERATOR,
+) -> ModelCard:
     """Build the Hub model card of a saved cxrgen model folder (or of its config).
 
     `metrics` maps metric names to values (or is None for an unevaluated model); each becomes a model-index result on
     `dataset_id`/`dataset_split`. `has_processor` is read from the folder (processor_config.json) and must be given
     when a config is passed instead.
+
+    `kind` is what the folder holds: `REPORT_GENERATOR` (the default), or `VISION_BACKBONE`, the observation
+    classifier of CMCRL's backbone stage, whose card lists its metrics (`metrics_source_description` says how they
+    were computed) and setup without a model-index, usage snippet or license.
     """
+    if kind not in (REPORT_GENERATOR, VISION_BACKBONE):
+        raise ValueError(f"kind must be {REPORT_GENERATOR!r} or {VISION_BACKBONE!r}, got {kind!r}.")
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}.")
     for field, value in (
@@ -65,6 +78,29 @@ def build_model_card(
     if not isinstance(is_phantom_data, bool):
         raise TypeError(f"is_phantom_data must be True or False, got {is_phantom_data!r}.")
 
+    metric_values = _check_metrics(metrics)
+    if metric_values and not (isinstance(metrics_source_description, str) and metrics_source_description.strip()):
+        raise ValueError("metrics_source_description must say how the metrics were computed when metrics are given.")
+    method_info = METHODS[method]
+    if kind == VISION_BACKBONE:
+        card_data = ModelCardData(
+            library_name="transformers",
+            pipeline_tag="image-classification",
+            tags=list(BACKBONE_TAGS),
+            datasets=[dataset_id],
+        )
+        return ModelCard.from_template(
+            card_data,
+            template_path=str(BACKBONE_TEMPLATE_PATH),
+            model_name=model_name,
+            method_name=method_info.display_name,
+            dataset_name=dataset_name,
+            is_phantom_data=is_phantom_data,
+            metric_rows=[(name, f"{value:.4f}") for name, value in metric_values.items()],
+            metrics_source_description=metrics_source_description,
+            training_setup=training_setup,
+        )
+
     config, source = _read_config(model_folder_or_config)
     if has_processor is None:
         if source is None:
@@ -73,11 +109,6 @@ def build_model_card(
     model_type, architecture = _model_identity(config, source)
     has_pipeline = "image-to-text" in (config.get("custom_pipelines") or {})
 
-    metric_values = _check_metrics(metrics)
-    if metric_values and not (isinstance(metrics_source_description, str) and metrics_source_description.strip()):
-        raise ValueError("metrics_source_description must say how the metrics were computed when metrics are given.")
-
-    method_info = METHODS[method]
     card_data = ModelCardData(
         language="en",
         license=license,
@@ -131,7 +162,7 @@ def build_model_card(
     )
 
 
-def save_model_card(card, folder):
+def save_model_card(card: ModelCard, folder: str | os.PathLike) -> Path:
     """Write `card` as the README.md of an existing model folder and return the file's path."""
     folder = Path(folder)
     if not folder.is_dir():

@@ -1,10 +1,11 @@
 """Publishing a saved cxrgen model folder to the Hugging Face Hub, after checking it is complete and pickle-free."""
 
 import json
+import os
 from pathlib import Path
 
 import yaml
-from huggingface_hub import HfApi, ModelCard
+from huggingface_hub import CommitInfo, HfApi, ModelCard
 from transformers.dynamic_module_utils import get_imports, get_relative_imports
 
 # Weight or state files that unpickle on load: refused so that users never run pickled code from the Hub.
@@ -19,8 +20,17 @@ class ModelFolderError(ValueError):
     """A model folder is not complete enough to publish; the message lists every problem found."""
 
 
-def validate_model_folder(folder):
-    """Check that `folder` is a complete, pickle-free model folder with its card and remote code; raise if not."""
+def validate_model_folder(
+    folder: str | os.PathLike, *, card: bool = True, processor: bool = False, training_state: bool = False
+) -> None:
+    """Check that ``folder`` is a complete, pickle-free model folder with its card and remote code; raise if not.
+
+    The options serve the folders a training run writes: ``card=False`` checks a folder before its card is written,
+    ``processor=True`` also requires the processor (``processor_config.json``), and ``training_state=True`` accepts
+    the pickled training state (optimizer, scheduler, RNG, training arguments) that a run's ``checkpoint-<step>``
+    folders keep for ``--resume`` (in the run folder, they lie inside the final model folder); a folder to publish
+    must hold none of it.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelFolderError(f"Model folder not found: {folder}")
@@ -32,22 +42,32 @@ def validate_model_folder(folder):
     ]
 
     pickles = sorted(str(path.relative_to(folder)) for path in files if path.suffix.lower() in PICKLE_SUFFIXES)
-    if pickles:
+    if pickles and not training_state:
         problems.append(
             f"pickle files found ({', '.join(pickles)}): weights must be *.safetensors and training state "
             "(optimizer, scheduler, RNG) must not be published; push the final model folder"
         )
     if not any(path.suffix == ".safetensors" for path in files):
         problems.append("no model weights: expected *.safetensors")
+    if processor and not (folder / "processor_config.json").is_file():
+        problems.append("processor_config.json (the processor) is missing: save the processor with the model")
     problems.extend(_check_shards(folder))
-    problems.extend(_check_card(folder))
+    if card:
+        problems.extend(_check_card(folder))
     problems.extend(_check_remote_code(folder))
 
     if problems:
         raise ModelFolderError(f"{folder} is not a complete model folder:\n- " + "\n- ".join(problems))
 
 
-def push_model_folder(folder, repo_id, *, private=False, token=None, commit_message="Upload cxrgen model"):
+def push_model_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = "Upload cxrgen model",
+) -> CommitInfo:
     """Validate a saved model folder, create `repo_id` if needed and upload the folder; return the CommitInfo."""
     validate_model_folder(folder)
     api = HfApi(token=token)

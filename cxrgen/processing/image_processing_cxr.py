@@ -31,7 +31,7 @@ _INTERPOLATION_MODES = {
 _AUGMENT_RESIZE_RATIO = 256 / 224
 
 
-def load_image(source) -> Image.Image:
+def load_image(source: str | os.PathLike | Image.Image | np.ndarray) -> Image.Image:
     """Read one radiograph as an 8-bit RGB PIL image.
 
     Args:
@@ -227,12 +227,12 @@ class CxrImageProcessor(BaseImageProcessor):
         super().__init__(**kwargs)
         self._set_attributes(**kwargs)
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         output = super().to_dict()
         output.pop("generator", None)  # random state of a run, not configuration
         return output
 
-    def process_image(self, image) -> torch.Tensor:
+    def process_image(self, image: str | os.PathLike | Image.Image | np.ndarray) -> torch.Tensor:
         """Load one view as a float32 (3, H, W) tensor with values in [0, 255]."""
         return torch.from_numpy(np.array(load_image(image), dtype=np.float32)).permute(2, 0, 1)
 

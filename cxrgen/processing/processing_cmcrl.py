@@ -6,7 +6,7 @@ Self-contained (torch, transformers and sibling single-dot imports) because it t
 from collections.abc import Iterable
 
 import torch
-from transformers import BatchFeature
+from transformers import BatchFeature, PreTrainedTokenizerBase
 from transformers.processing_utils import ProcessorMixin
 
 from .cleaning import STYLES, clean_report
@@ -23,7 +23,13 @@ class CmcrlProcessor(ProcessorMixin):
     and `generate()` returns; `post_process_generation` turns generated ids back into report strings.
     """
 
-    def __init__(self, image_processor=None, tokenizer=None, cleaning_style: str = "iu", **kwargs):
+    def __init__(
+        self,
+        image_processor: CxrImageProcessor | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        cleaning_style: str = "iu",
+        **kwargs,
+    ):
         if cleaning_style not in STYLES:
             raise ValueError(f"cleaning_style={cleaning_style!r}: expected one of {STYLES}")
         if tokenizer is None:
@@ -38,7 +44,15 @@ class CmcrlProcessor(ProcessorMixin):
         self.cleaning_style = cleaning_style
         super().__init__(image_processor if image_processor is not None else CxrImageProcessor(), tokenizer, **kwargs)
 
-    def __call__(self, images=None, text=None, num_views=None, max_length=None, return_tensors="pt", **kwargs):
+    def __call__(
+        self,
+        images: object = None,
+        text: str | list[str] | None = None,
+        num_views: int | None = None,
+        max_length: int | None = None,
+        return_tensors: str = "pt",
+        **kwargs,
+    ) -> BatchFeature:
         """`images`: one image, a flat list (single-view studies) or a list of studies (lists of views);
         `text`: one report or a list of reports (one per study when both are given)."""
         if images is None and text is None:

@@ -46,12 +46,12 @@ class TrrgProcessor(ProcessorMixin):
 
     def __init__(
         self,
-        image_processor=None,
-        tokenizer=None,
-        chat_template=None,
-        num_query_tokens=32,
-        num_clue_tokens=14,
-        prompt=DEFAULT_PROMPT,
+        image_processor: ImageProcessingMixin | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        chat_template: str | None = None,
+        num_query_tokens: int = 32,
+        num_clue_tokens: int = 14,
+        prompt: str = DEFAULT_PROMPT,
         **kwargs,
     ):
         if tokenizer is None:
@@ -126,7 +126,13 @@ class TrrgProcessor(ProcessorMixin):
         text = self.build_prompts([None])[0].replace(self.image_token, self._placeholders(), 1)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def __call__(self, images=None, text=None, reports=None, **kwargs):
+    def __call__(
+        self,
+        images: object = None,
+        text: str | list[str] | None = None,
+        reports: str | list[str] | None = None,
+        **kwargs,
+    ) -> BatchFeature:
         """Prompts (left-padded) or, with `reports`, training sequences with `labels` (right-padded)."""
         if images is not None and text is None:
             text = self.build_prompts(images)

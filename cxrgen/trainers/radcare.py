@@ -18,31 +18,19 @@ interchangeable; pass ``--max_grad_norm`` to tune it.
 """
 
 import logging
-from pathlib import Path
 
 import torch
-from transformers import Trainer, set_seed
+from torch import nn
+from transformers import Trainer
 
-from cxrgen.data.annotation import read_annotation
 from cxrgen.data.collators import PretrainingCollator, TaskSchedule, split_views
-from cxrgen.methods import find_stage
-from cxrgen.trainers.common import (
-    ModelFolderCallback,
-    build_training_args,
-    card_info,
-    cmcrl_config_and_processor,
-    data_options,
-    load_split,
-    load_stage_config,
-    resume_checkpoint,
-    save_final_model,
-    training_setup,
-)
+from cxrgen.modeling.cmcrl import PRETRAINING_TASKS, CmcrlForPreTraining
+from cxrgen.trainers.processors import cmcrl_config_and_processor
+from cxrgen.trainers.stage import StageParts, StageRun, TrainingStage
+from cxrgen.trainers.training_data import data_options
 
 logger = logging.getLogger(__name__)
 
-STAGE = "radcare"
-DEFAULT_PRESET = "iu-xray"
 TRAINING_DEFAULTS = {
     "learning_rate": 5e-4,
     "weight_decay": 1e-2,
@@ -64,28 +52,36 @@ TRAINING_DEFAULTS = {
 class RadcareTrainer(Trainer):
     """A Trainer that runs each micro-batch on the task of ``task_schedule`` and logs each task's mean loss."""
 
-    def __init__(self, *args, task_schedule, **kwargs):
+    def __init__(self, *args, task_schedule: TaskSchedule, **kwargs):
         super().__init__(*args, **kwargs)
         self.task_schedule = task_schedule
         self._micro_batch = (-1, 0)
         # Per task: summed loss and number of micro-batches since the last log.
         self._task_losses = torch.zeros(len(task_schedule.tasks), 2, dtype=torch.float64)
 
-    def training_step(self, model, inputs, num_items_in_batch=None):
+    def training_step(
+        self, model: nn.Module, inputs: dict, num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
         step, index = self._micro_batch
         index = index + 1 if step == self.state.global_step else 0
         self._micro_batch = (self.state.global_step, index)
         task = self.task_schedule.task(self.state.global_step, index)
         return super().training_step(model, {**inputs, "task": task}, num_items_in_batch)
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict,
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, object]:
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if model.training:
             index = self.task_schedule.tasks.index(inputs["task"])
             self._task_losses[index] += torch.tensor([loss.detach().double().item(), 1.0], dtype=torch.float64)
         return (loss, outputs) if return_outputs else loss
 
-    def log(self, logs, start_time=None):
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log (evaluation logs have eval_loss, the final summary train_loss)
             totals = self._task_losses.to(self.args.device)
             if self.args.world_size > 1:
@@ -97,59 +93,48 @@ class RadcareTrainer(Trainer):
         super().log(logs, start_time)
 
 
-def build_trainer(config, data, images, output, resume=False, init=None, trainer_args=()):
-    """The RadCARE Trainer of a run and the checkpoint to resume from (None for a fresh run); see :func:`run`."""
-    from cxrgen.modeling.cmcrl import PRETRAINING_TASKS, CmcrlForPreTraining
+class RadcareStage(TrainingStage):
+    """RadCARE pre-training (see the module docstring)."""
 
-    if init is not None:
-        raise ValueError("radcare is the first CMCRL stage: --init is not used (start from scratch, or --resume).")
-    stage_config = load_stage_config(config)
-    annotation = read_annotation(data)
-    checkpoint = resume_checkpoint(output, resume)
-    train = load_split(annotation, images, "train")
-    model_config, processor = cmcrl_config_and_processor(stage_config, DEFAULT_PRESET, train["report"], checkpoint)
-    args = build_training_args(
-        output, TRAINING_DEFAULTS, stage_config.training, trainer_args, source=stage_config.source
-    )
-    options = data_options(stage_config)
+    name = "radcare"
+    title = "RadCARE pre-training"
+    trainer_class = RadcareTrainer
+    init_refusal = "radcare is the first CMCRL stage: --init is not used (start from scratch, or --resume)."
 
-    set_seed(args.seed)
-    model = CmcrlForPreTraining(model_config)
-    samples = split_views(train)
-    logger.info("RadCARE: %d training studies -> %d single-view samples", len(train), len(samples))
-    setup = training_setup(
-        stage_config,
-        args,
-        annotation,
-        data,
-        **{
+    def build(self, run: StageRun) -> StageParts:
+        train = run.split("train")
+        model_config, processor = cmcrl_config_and_processor(
+            run.config, self.default_preset, train["report"], run.checkpoint
+        )
+        args = run.training_args(TRAINING_DEFAULTS)
+        options = data_options(run.config)
+        model = CmcrlForPreTraining(model_config)
+        samples = split_views(train)
+        logger.info("RadCARE: %d training studies -> %d single-view samples", len(train), len(samples))
+        setup = {
             "single-view samples": len(samples),
             "task probabilities": dict(zip(PRETRAINING_TASKS, model_config.pretraining_task_probs)),
             "augmentation": options["augment"],
-        },
-    )
-    info = card_info(stage_config, annotation, data, output, find_stage(STAGE)[0].name, "RadCARE pre-training", setup)
-    trainer = RadcareTrainer(
-        model=model,
-        args=args,
-        train_dataset=samples,
-        data_collator=PretrainingCollator(
-            processor,
-            max_length=model_config.pretraining_max_length,
-            augment_seed=args.seed if options["augment"] else None,
-        ),
-        processing_class=processor,
-        callbacks=[ModelFolderCallback(info)],
-        task_schedule=TaskSchedule(PRETRAINING_TASKS, model_config.pretraining_task_probs, args.seed),
-    )
-    return trainer, checkpoint, info
+        }
+        return StageParts(
+            model=model,
+            args=args,
+            train_dataset=samples,
+            data_collator=PretrainingCollator(
+                processor,
+                max_length=model_config.pretraining_max_length,
+                augment_seed=args.seed if options["augment"] else None,
+            ),
+            processing_class=processor,
+            info=run.card_info(args, setup),
+            trainer_kwargs={
+                "task_schedule": TaskSchedule(PRETRAINING_TASKS, model_config.pretraining_task_probs, args.seed)
+            },
+        )
 
 
-def run(config, data, images, output, resume=False, init=None, trainer_args=()) -> Path:
-    """Pre-train RadCARE and save the final model folder in ``output`` (see cxrgen.trainers.common for the arguments)."""
-    trainer, checkpoint, info = build_trainer(config, data, images, output, resume, init, trainer_args)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    return save_final_model(trainer, output, info)
+stage = RadcareStage()
+build_trainer = stage.build_trainer
+run = stage.run
 
-
-__all__ = ["RadcareTrainer", "TRAINING_DEFAULTS", "build_trainer", "run"]
+__all__ = ["TRAINING_DEFAULTS", "RadcareStage", "RadcareTrainer", "build_trainer", "run"]

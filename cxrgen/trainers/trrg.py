@@ -7,10 +7,10 @@ Evaluation (``predict_with_generate``, default on) generates a report for every 
 does not fit a decoder-only model (its loss on prompt-only batches fails), so :class:`TrrgTrainer` overrides
 ``prediction_step``: it computes the loss on the full sequences, pops the labels, cuts each sequence to its prompt
 (left-padded), generates (``generation_num_beams`` beams, at most ``generation_max_length`` *new* tokens) and
-returns the generated ids without the prompt. ``compute_metrics`` (``cxrgen.trainers.common.report_metrics``) scores
+returns the generated ids without the prompt. ``compute_metrics`` (``cxrgen.trainers.metrics.report_metrics``) scores
 them against the whole val reports; ``metric_for_best_model`` (default ``bleu_4``) picks the final model.
 
-Config (see cxrgen.trainers.common for the YAML schema):
+Config (see cxrgen.trainers.stage_config for the YAML schema):
 
 - ``preset``: ``tiny`` (a word-level tiny Llama trained from scratch, for pipeline checks on CPU), ``iu-xray`` /
   ``mimic-cxr`` (Swin-B at 224 px, Llama-2-7B-chat from the Hub with LoRA r=16; R2GenGPT's lengths and decoding).
@@ -39,41 +39,42 @@ weights).
 """
 
 import logging
+import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer, Seq2SeqTrainingArguments, Trainer, set_seed
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from torch import nn
+from transformers import (
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PreTrainedTokenizerBase,
+    Seq2SeqTrainingArguments,
+    Trainer,
+)
 
 from cxrgen.compat import checkpointing_requested
-from cxrgen.data.annotation import read_annotation
 from cxrgen.data.trrg_collators import TrrgCollator
-from cxrgen.methods import find_stage
+from cxrgen.modeling.trrg import TrrgForConditionalGeneration
 from cxrgen.modeling.trrg.configuration_trrg import TrrgConfig
-from cxrgen.trainers.common import (
-    ModelFolderCallback,
-    build_training_args,
-    card_info,
-    check_best_metric,
-    load_processor,
-    load_split,
-    load_stage_config,
-    report_metrics,
-    resume_checkpoint,
-    save_final_model,
-    training_setup,
-)
-from cxrgen.trainers.trrg_contrastive import (
-    CheckpointReloadMixin,
-    merge_model_options,
-    preset,
-    sub_config,
-    vision_image_size,
-)
+from cxrgen.presets import stage_preset
+from cxrgen.processing.image_processing_cxr import CxrImageProcessor
+from cxrgen.processing.processing_trrg import DEFAULT_PROMPT, TrrgProcessor
+from cxrgen.processing.tokenization import build_report_tokenizer
+from cxrgen.trainers.arguments import check_best_metric
+from cxrgen.trainers.metrics import report_metrics
+from cxrgen.trainers.model_folders import CardInfo
+from cxrgen.trainers.model_options import merge_model_options, sub_config, vision_image_size
+from cxrgen.trainers.processors import load_processor
+from cxrgen.trainers.stage import StageParts, StageRun, TrainingStage
+from cxrgen.trainers.stage_config import StageConfig
+from cxrgen.trainers.trainer_mixins import CheckpointReloadMixin
 
 logger = logging.getLogger(__name__)
 
-STAGE = "trrg"
+STAGE_NAME = "trrg"
 DEFAULT_PRESET = "iu-xray"
 BASE_MODEL_DIR = "base-model"
 ADAPTER_DIR = "adapter"
@@ -99,7 +100,9 @@ TRAINING_DEFAULTS = {
 }
 
 
-def split_prompts(input_ids, attention_mask, labels, pad_token_id):
+def split_prompts(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded prompts (every real token before a sequence's first label) of training sequences."""
     prompts = []
     for index, (ids, mask, targets) in enumerate(zip(input_ids, attention_mask, labels)):
@@ -121,10 +124,11 @@ class GeneratedReports:
     """``post_process_generation`` for ``report_metrics``: :class:`TrrgTrainer` returns report ids without the prompt,
     padded with -100 across batches; the processor decodes them as ids without a prompt."""
 
-    def __init__(self, processor):
+    def __init__(self, processor: TrrgProcessor):
         self.processor = processor
 
-    def post_process_generation(self, generated_ids):
+    def post_process_generation(self, generated_ids: np.ndarray) -> list[str]:
+        """The reports of report ids padded with -100."""
         ids = np.asarray(generated_ids)
         ids = torch.as_tensor(np.where(ids == IGNORE_INDEX, self.processor.tokenizer.pad_token_id, ids))
         return self.processor.post_process_generation(ids, prompt_length=0)
@@ -133,11 +137,13 @@ class GeneratedReports:
 class TrrgTrainer(CheckpointReloadMixin, Trainer):
     """A Trainer whose evaluation generates reports from each sequence's prompt (see the module docstring)."""
 
-    def __init__(self, *args, generation_kwargs=None, **kwargs):
+    def __init__(self, *args, generation_kwargs: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.generation_kwargs = dict(generation_kwargs or {})
 
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+    def prediction_step(
+        self, model: nn.Module, inputs: dict, prediction_loss_only: bool, ignore_keys: list[str] | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         if prediction_loss_only or not self.args.predict_with_generate:
             return super().prediction_step(model, inputs, prediction_loss_only=True, ignore_keys=ignore_keys)
         inputs = self._prepare_inputs(inputs)
@@ -159,12 +165,16 @@ class TrrgTrainer(CheckpointReloadMixin, Trainer):
         return loss, generated[:, prompt_ids.shape[1] :], labels
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Model and processor
-# ----------------------------------------------------------------------------------------------------------------
-def model_options(stage_config):
-    """(TrrgConfig kwargs, extra options {language_model, vision_encoder, lora, load_in_4bit}, processor options)."""
-    base = preset(STAGE, TrrgConfig, stage_config.preset or DEFAULT_PRESET)
+def stage_settings(stage_config: StageConfig) -> dict:
+    """What the run's preset gives this stage: ``model``, ``processor`` and ``training``
+    (:func:`cxrgen.presets.stage_preset`)."""
+    return stage_preset(STAGE_NAME, stage_config.preset or DEFAULT_PRESET, TrrgConfig)
+
+
+def model_options(stage_config: StageConfig, base: dict | None = None) -> tuple[dict, dict, dict]:
+    """(TrrgConfig kwargs, extra options {language_model, vision_encoder, lora, load_in_4bit}, processor options)
+    from ``base`` (the :func:`stage_settings`, read when None) and the YAML sections."""
+    base = stage_settings(stage_config) if base is None else base
     options = merge_model_options(base["model"], stage_config.model, TrrgConfig, MODEL_KEYS, stage_config.source)
     extra = {key: options.pop(key, None) for key in MODEL_KEYS}
     lora = extra["lora"]
@@ -189,11 +199,11 @@ def model_options(stage_config):
     return options, extra, settings
 
 
-def build_llm_tokenizer(language_model, train_reports, settings, prompt):
+def build_llm_tokenizer(
+    language_model: str | os.PathLike | None, train_reports: Iterable[str], settings: dict, prompt: str
+) -> PreTrainedTokenizerBase:
     """The LLM tokenizer with ``<image>``/``<clue>`` (and a pad token): the checkpoint's, or a word-level one built
     from the training reports (and the prompt, whose words are always in its vocabulary)."""
-    from cxrgen.processing.tokenization import build_report_tokenizer
-
     if language_model is None:
         min_frequency = settings.get("min_frequency", 3)
         tokenizer = build_report_tokenizer(
@@ -212,14 +222,16 @@ def build_llm_tokenizer(language_model, train_reports, settings, prompt):
     return tokenizer
 
 
-def build_model_and_processor(stage_config, train_reports, init=None):
+def build_model_and_processor(
+    stage_config: StageConfig,
+    train_reports: Iterable[str],
+    init: str | os.PathLike | None = None,
+    options: tuple[dict, dict, dict] | None = None,
+) -> tuple[TrrgForConditionalGeneration, TrrgProcessor, str | None]:
     """A fresh ``TrrgForConditionalGeneration`` (full precision), its ``TrrgProcessor`` and a line saying what
-    ``init`` transferred (None without ``init``)."""
-    from cxrgen.modeling.trrg import TrrgForConditionalGeneration
-    from cxrgen.processing.image_processing_cxr import CxrImageProcessor
-    from cxrgen.processing.processing_trrg import DEFAULT_PROMPT, TrrgProcessor
-
-    options, extra, settings = model_options(stage_config)
+    ``init`` transferred (None without ``init``); ``options`` are the :func:`model_options`, read when None."""
+    options, extra, settings = model_options(stage_config) if options is None else options
+    options = dict(options)
     prompt = settings.get("prompt", DEFAULT_PROMPT)
     tokenizer = build_llm_tokenizer(extra["language_model"], train_reports, settings, prompt)
     ids = {
@@ -275,10 +287,8 @@ def build_model_and_processor(stage_config, train_reports, init=None):
     return model, processor, transferred
 
 
-def lora_config(model, options):
+def lora_config(model: TrrgForConditionalGeneration, options: dict) -> LoraConfig:
     """peft ``LoraConfig``: the LLM's attention projections adapted, the non-LLM trainable modules saved whole."""
-    from peft import LoraConfig
-
     return LoraConfig(
         r=options["r"],
         lora_alpha=options["alpha"],
@@ -289,12 +299,10 @@ def lora_config(model, options):
     )
 
 
-def load_base_model(folder, load_in_4bit, device):
+def load_base_model(
+    folder: str | os.PathLike, load_in_4bit: bool, device: torch.device
+) -> TrrgForConditionalGeneration:
     """The saved full-precision base model, optionally with nf4 LLM weights (non-LLM modules kept by full prefix)."""
-    from transformers import BitsAndBytesConfig
-
-    from cxrgen.modeling.trrg import TrrgForConditionalGeneration
-
     if not load_in_4bit:
         return TrrgForConditionalGeneration.from_pretrained(folder)
     quantization = BitsAndBytesConfig(
@@ -309,85 +317,72 @@ def load_base_model(folder, load_in_4bit, device):
     )
 
 
-def peft_model(base, extra, args):
+def peft_model(base: TrrgForConditionalGeneration, extra: dict, args: Seq2SeqTrainingArguments) -> PeftModel:
     """``base`` with LoRA adapters (prepared for k-bit training when its LLM is 4-bit)."""
-    from peft import get_peft_model, prepare_model_for_kbit_training
 
     if extra["load_in_4bit"]:
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=checkpointing_requested(args))
     return get_peft_model(base, lora_config(base, extra["lora"]))
 
 
-def merged_model(base_folder, adapter_folder):
+def merged_model(base_folder: str | os.PathLike, adapter_folder: str | os.PathLike) -> TrrgForConditionalGeneration:
     """The full-precision base with the adapter merged in: a plain ``TrrgForConditionalGeneration``."""
-    from peft import PeftModel
-
     base = load_base_model(base_folder, False, torch.device("cpu"))
     return PeftModel.from_pretrained(base, adapter_folder).merge_and_unload()
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The stage
-# ----------------------------------------------------------------------------------------------------------------
-def build_trainer(config, data, images, output, resume=False, init=None, trainer_args=()):
-    """The stage-2 Trainer (its model a peft model for LoRA runs), the checkpoint to resume from (None for a fresh
-    run) and the card info; see :func:`run`."""
-    from cxrgen.modeling.trrg import TrrgForConditionalGeneration
-    from cxrgen.processing.processing_trrg import TrrgProcessor
+class TrrgStage(TrainingStage):
+    """TRRG stage 2 (see the module docstring)."""
 
-    stage_config = load_stage_config(config)
-    stage_config.section("data", ())
-    annotation = read_annotation(data)
-    checkpoint = resume_checkpoint(output, resume)
-    _, extra, settings = model_options(stage_config)
-    base = preset(STAGE, TrrgConfig, stage_config.preset or DEFAULT_PRESET)
-    args = build_training_args(
-        output,
-        {**TRAINING_DEFAULTS, **base["training"]},
-        stage_config.training,
-        trainer_args,
-        args_class=Seq2SeqTrainingArguments,
-        source=stage_config.source,
-    )
-    check_best_metric(args)
-    train = load_split(annotation, images, "train")
-    evaluating = str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no"
-    val = load_split(annotation, images, "val") if evaluating else None
+    name = STAGE_NAME
+    title = "TRRG clue-enhanced fine-tuning"
+    default_preset = DEFAULT_PRESET
+    trainer_class = TrrgTrainer
 
-    set_seed(args.seed)
-    base_folder = Path(output) / BASE_MODEL_DIR
-    transferred = None
-    if extra["lora"] is None:
-        if checkpoint is not None:
-            model = TrrgForConditionalGeneration.from_pretrained(checkpoint)
-            processor = load_processor(checkpoint, TrrgProcessor)
+    def check_config(self, config: StageConfig) -> None:
+        config.section("data", ())
+
+    def build(self, run: StageRun) -> StageParts:
+        """The stage-2 parts; the model is a peft model for LoRA runs."""
+        base = stage_settings(run.config)
+        options = model_options(run.config, base)
+        _, extra, settings = options
+        args = run.training_args({**TRAINING_DEFAULTS, **base["training"]}, Seq2SeqTrainingArguments)
+        check_best_metric(args)
+        train = run.split("train")
+        val = run.eval_split(args)
+
+        checkpoint, init = run.checkpoint, run.init
+        base_folder = Path(run.output) / BASE_MODEL_DIR
+        transferred = None
+        if extra["lora"] is None:
+            if checkpoint is not None:
+                model = TrrgForConditionalGeneration.from_pretrained(checkpoint)
+                processor = load_processor(checkpoint, TrrgProcessor)
+            else:
+                model, processor, transferred = build_model_and_processor(run.config, train["report"], init, options)
         else:
-            model, processor, transferred = build_model_and_processor(stage_config, train["report"], init)
-    else:
-        # Every process builds the same base (same seed); the first writes it, the others wait and read it back.
-        with args.main_process_first(desc="TRRG LoRA base model"):
-            if not base_folder.is_dir():
-                if checkpoint is not None:
-                    raise ValueError(f"--resume: {base_folder} (the base model of the LoRA run) is missing.")
-                model, processor, transferred = build_model_and_processor(stage_config, train["report"], init)
-                if args.should_save:
-                    model.save_pretrained(base_folder)
-                    processor.save_pretrained(base_folder)
-        processor = load_processor(base_folder, TrrgProcessor)
-        model = peft_model(load_base_model(base_folder, extra["load_in_4bit"], args.device), extra, args)
-    if transferred is not None:
-        logger.info("trrg --init %s: %s", init, transferred)
+            # Every process builds the same base (same seed); the first writes it, the others wait and read it back.
+            with args.main_process_first(desc="TRRG LoRA base model"):
+                if not base_folder.is_dir():
+                    if checkpoint is not None:
+                        raise ValueError(f"--resume: {base_folder} (the base model of the LoRA run) is missing.")
+                    model, processor, transferred = build_model_and_processor(
+                        run.config, train["report"], init, options
+                    )
+                    if args.should_save:
+                        model.save_pretrained(base_folder)
+                        processor.save_pretrained(base_folder)
+            processor = load_processor(base_folder, TrrgProcessor)
+            model = peft_model(load_base_model(base_folder, extra["load_in_4bit"], args.device), extra, args)
+        if transferred is not None:
+            logger.info("trrg --init %s: %s", init, transferred)
 
-    generation = {"num_beams": args.generation_num_beams or 1}
-    if args.generation_max_length is not None:
-        generation["max_new_tokens"] = args.generation_max_length
-    lora = extra["lora"]
-    setup = training_setup(
-        stage_config,
-        args,
-        annotation,
-        data,
-        **{
+        generation = {"num_beams": args.generation_num_beams or 1}
+        if args.generation_max_length is not None:
+            generation["max_new_tokens"] = args.generation_max_length
+        lora = extra["lora"]
+        setup = {
             "language model": Path(str(extra["language_model"])).name
             if extra["language_model"]
             else "from text_config",
@@ -397,64 +392,60 @@ def build_trainer(config, data, images, output, resume=False, init=None, trainer
             "LLM weights": "nf4 (4-bit)" if extra["load_in_4bit"] else "full precision",
             "best model metric": args.metric_for_best_model if args.load_best_model_at_end else "last checkpoint",
             "evaluation beams": generation["num_beams"],
-        },
-    )
-    info = card_info(
-        stage_config,
-        annotation,
-        data,
-        output,
-        find_stage(STAGE)[0].name,
-        "TRRG clue-enhanced fine-tuning",
-        setup,
-        initialization=transferred,
-        metrics_source_description=(
-            f"reports generated for the val split during training (beam search, {generation['num_beams']} beams, at most "
-            f"{generation.get('max_new_tokens', 'the generation_config')} new tokens), scored with "
-            "cxrgen.evaluation.evaluate_reports (pycocoevalcap NLG metrics; clinical efficacy from the cxrgen "
-            "rule-based labeler) against the whole reports"
-        ),
-    )
-    compute_metrics = None
-    if val is not None and args.predict_with_generate:
-        compute_metrics = report_metrics(GeneratedReports(processor), val["report"])
-    trainer = TrrgTrainer(
-        model=model,
-        args=args,
-        train_dataset=train,
-        eval_dataset=val,
-        data_collator=TrrgCollator(processor, max_length=settings.get("max_length")),
-        processing_class=processor,
-        compute_metrics=compute_metrics,
-        # LoRA checkpoints hold the adapter (and the processor), not a model folder to check and card.
-        callbacks=[ModelFolderCallback(info)] if lora is None else [],
-        generation_kwargs=generation,
-    )
-    return trainer, checkpoint, info
+        }
+        info = run.card_info(
+            args,
+            setup,
+            initialization=transferred,
+            metrics_source_description=(
+                f"reports generated for the val split during training (beam search, {generation['num_beams']} beams, "
+                f"at most {generation.get('max_new_tokens', 'the generation_config')} new tokens), scored with "
+                "cxrgen.evaluation.evaluate_reports (pycocoevalcap NLG metrics; clinical efficacy from the cxrgen "
+                "rule-based labeler) against the whole reports"
+            ),
+        )
+        compute_metrics = None
+        if val is not None and args.predict_with_generate:
+            compute_metrics = report_metrics(GeneratedReports(processor), val["report"])
+        return StageParts(
+            model=model,
+            args=args,
+            train_dataset=train,
+            eval_dataset=val,
+            data_collator=TrrgCollator(processor, max_length=settings.get("max_length")),
+            processing_class=processor,
+            compute_metrics=compute_metrics,
+            info=info,
+            # LoRA checkpoints hold the adapter (and the processor), not a model folder to check and card.
+            checkpoints_are_model_folders=lora is None,
+            trainer_kwargs={"generation_kwargs": generation},
+        )
+
+    def save(self, trainer: Trainer, output: Path, info: CardInfo) -> Path:
+        """The final model folder; for LoRA the merged model, the adapter in ``output/adapter``."""
+        if isinstance(trainer.model, PeftModel):
+            trainer.save_model(str(output / ADAPTER_DIR))
+            if trainer.is_world_process_zero():
+                trainer.model = merged_model(output / BASE_MODEL_DIR, output / ADAPTER_DIR)
+        return super().save(trainer, output, info)
 
 
-def run(config, data, images, output, resume=False, init=None, trainer_args=()) -> Path:
-    """Fine-tune TRRG stage 2 and save the final model folder in ``output`` (for LoRA: the merged model, the adapter
-    in ``output/adapter``); see cxrgen.trainers.common for the arguments."""
-    from peft import PeftModel
-
-    trainer, checkpoint, info = build_trainer(config, data, images, output, resume, init, trainer_args)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    output = Path(output)
-    if isinstance(trainer.model, PeftModel):
-        trainer.save_model(str(output / ADAPTER_DIR))
-        if trainer.is_world_process_zero():
-            trainer.model = merged_model(output / BASE_MODEL_DIR, output / ADAPTER_DIR)
-    return save_final_model(trainer, output, info)
-
+stage = TrrgStage()
+build_trainer = stage.build_trainer
+run = stage.run
 
 __all__ = [
     "ADAPTER_DIR",
     "BASE_MODEL_DIR",
     "TRAINING_DEFAULTS",
     "GeneratedReports",
+    "TrrgStage",
     "TrrgTrainer",
+    "build_model_and_processor",
     "build_trainer",
+    "lora_config",
+    "merged_model",
+    "model_options",
     "run",
     "split_prompts",
 ]

@@ -1,0 +1,178 @@
+"""The shape every training stage shares (see :mod:`cxrgen.trainers.stage_config` for its entry point and config).
+
+A run loads its config, annotation and run folder, builds its model, processor, data and Trainer arguments, trains
+(or resumes) on a Trainer whose checkpoints are complete model folders, and saves the final model folder with its
+card. :class:`TrainingStage` does all of it; a stage supplies only what differs: :meth:`TrainingStage.build` (its
+model, data and arguments, from a :class:`StageRun`) and, where it needs one, its Trainer class.
+"""
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+from transformers import PreTrainedModel, Trainer, TrainingArguments, set_seed
+
+from cxrgen.data.annotation import read_annotation
+from cxrgen.methods import find_stage
+from cxrgen.trainers.arguments import build_training_args, evaluates, resume_checkpoint
+from cxrgen.trainers.model_folders import CardInfo, ModelFolderCallback, card_info, save_final_model, training_setup
+from cxrgen.trainers.stage_config import StageConfig, load_stage_config
+from cxrgen.trainers.training_data import load_split
+
+
+@dataclass
+class StageRun:
+    """One run of a stage: its loaded config and annotation, the run folder, and what it starts from."""
+
+    stage: "TrainingStage"
+    config: StageConfig
+    data: str | os.PathLike
+    images: str | os.PathLike
+    output: str | os.PathLike
+    annotation: dict
+    checkpoint: str | None
+    init: str | os.PathLike | None
+    trainer_args: Sequence[str]
+
+    @property
+    def preset(self) -> str:
+        """The preset the run starts from: the config's, else the stage's default."""
+        return self.config.preset or self.stage.default_preset
+
+    def split(self, name: str, required: bool = True) -> datasets.Dataset | None:
+        """A split of the run's annotation (see :func:`cxrgen.trainers.training_data.load_split`)."""
+        return load_split(self.annotation, self.images, name, required)
+
+    def eval_split(self, args: TrainingArguments) -> datasets.Dataset | None:
+        """The ``val`` split when ``args`` evaluate during training (then it must have studies), else None."""
+        return self.split("val") if evaluates(args) else None
+
+    def training_args(
+        self, defaults: dict, args_class: type[TrainingArguments] = TrainingArguments
+    ) -> TrainingArguments:
+        """The run's Trainer arguments: the stage's ``defaults`` < the YAML ``training`` section < the command line.
+
+        The run is seeded with them at once (the Trainer seeds only when it is built), so that the model the stage
+        builds next starts from ``args.seed``."""
+        args = build_training_args(
+            self.output,
+            defaults,
+            self.config.training,
+            self.trainer_args,
+            args_class=args_class,
+            source=self.config.source,
+        )
+        set_seed(args.seed)
+        return args
+
+    def card_info(self, args: TrainingArguments, setup: dict, **options: object) -> CardInfo:
+        """What the run's cards say: the training setup (the common rows, then the stage's ``setup``) and the
+        YAML ``card`` values; ``options`` as :func:`cxrgen.trainers.model_folders.card_info` takes them."""
+        rows = training_setup(self.config, args, self.annotation, self.data, **setup)
+        return card_info(
+            self.config, self.annotation, self.data, self.output, self.stage.method, self.stage.title, rows, **options
+        )
+
+
+@dataclass
+class StageParts:
+    """What :meth:`TrainingStage.build` hands its Trainer: the usual Trainer arguments, the card info, whether each
+    checkpoint is a model folder to complete with a card (LoRA checkpoints hold an adapter instead) and the stage
+    Trainer's own arguments."""
+
+    model: PreTrainedModel
+    args: TrainingArguments
+    train_dataset: datasets.Dataset
+    data_collator: Callable
+    processing_class: object
+    info: CardInfo
+    eval_dataset: datasets.Dataset | None = None
+    compute_metrics: Callable | None = None
+    checkpoints_are_model_folders: bool = True
+    trainer_kwargs: dict = field(default_factory=dict)
+
+
+class TrainingStage:
+    """A training stage: ``run`` and ``build_trainer`` (the stage module's entry points) around the stage's
+    :meth:`build`.
+
+    Class attributes: ``name`` (the stage in :mod:`cxrgen.methods`), ``title`` (what its cards call it),
+    ``default_preset`` (when the config names none), ``trainer_class`` and ``init_refusal`` (why the stage takes no
+    ``--init``; None when it takes one)."""
+
+    name: str
+    title: str
+    default_preset: str = "iu-xray"
+    trainer_class: type[Trainer] = Trainer
+    init_refusal: str | None = None
+
+    @property
+    def method(self) -> str:
+        """The name of the method the stage trains."""
+        return find_stage(self.name)[0].name
+
+    def check_config(self, config: StageConfig) -> None:
+        """Refuse (or warn about) config sections the stage does not read, before anything is loaded."""
+
+    def build(self, run: StageRun) -> StageParts:
+        """The model, data, processor, Trainer arguments and card info of ``run``."""
+        raise NotImplementedError
+
+    def build_trainer(
+        self,
+        config: str | os.PathLike | dict | StageConfig,
+        data: str | os.PathLike,
+        images: str | os.PathLike,
+        output: str | os.PathLike,
+        resume: bool = False,
+        init: str | os.PathLike | None = None,
+        trainer_args: Sequence[str] = (),
+    ) -> tuple[Trainer, str | None, CardInfo]:
+        """The stage's Trainer for a run, the checkpoint to resume from (None for a fresh run) and the card info
+        (arguments as :func:`run` takes them)."""
+        if init is not None and self.init_refusal is not None:
+            raise ValueError(self.init_refusal)
+        stage_config = load_stage_config(config)
+        self.check_config(stage_config)
+        annotation = read_annotation(data)
+        checkpoint = resume_checkpoint(output, resume)
+        run = StageRun(self, stage_config, data, images, output, annotation, checkpoint, init, tuple(trainer_args))
+        parts = self.build(run)
+        trainer = self.trainer_class(
+            model=parts.model,
+            args=parts.args,
+            train_dataset=parts.train_dataset,
+            eval_dataset=parts.eval_dataset,
+            data_collator=parts.data_collator,
+            processing_class=parts.processing_class,
+            compute_metrics=parts.compute_metrics,
+            callbacks=[ModelFolderCallback(parts.info)] if parts.checkpoints_are_model_folders else [],
+            **parts.trainer_kwargs,
+        )
+        return trainer, checkpoint, parts.info
+
+    def run(
+        self,
+        config: str | os.PathLike | dict | StageConfig,
+        data: str | os.PathLike,
+        images: str | os.PathLike,
+        output: str | os.PathLike,
+        resume: bool = False,
+        init: str | os.PathLike | None = None,
+        trainer_args: Sequence[str] = (),
+    ) -> Path:
+        """Train the stage and save the final (best, when ``load_best_model_at_end``) model folder in ``output``
+        (see :mod:`cxrgen.trainers.stage_config` for the arguments)."""
+        trainer, checkpoint, info = self.build_trainer(config, data, images, output, resume, init, trainer_args)
+        trainer.train(resume_from_checkpoint=checkpoint)
+        return self.save(trainer, Path(output), info)
+
+    def save(self, trainer: Trainer, output: Path, info: CardInfo) -> Path:
+        """Save the trained model as the final model folder (:func:`cxrgen.trainers.model_folders.save_final_model`);
+        a stage that writes more there extends it."""
+        return save_final_model(trainer, output, info)
+
+
+__all__ = ["StageParts", "StageRun", "TrainingStage"]
