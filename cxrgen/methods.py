@@ -191,7 +191,9 @@ register_method(
                 "tokens and disease clue embeddings from zero-shot disease perception (clue injection), fused by a "
                 "cross-modal clue interaction module. The paper's full text and code are not public: where the "
                 "abstract leaves a detail open, this implementation takes the simplest design that matches it, as "
-                "documented in the model code."
+                "documented in the model code. One addition of this implementation: stage 1 also trains the "
+                "zero-shot disease prompts against the report labels (a BCE disease-prompt loss), without which "
+                "the zero-shot perception stayed near chance in the project's synthetic-image benchmark."
             ),
             citation="""@inproceedings{wang2025trrg,
   title     = {{TRRG}: Towards Truthful Radiology Report Generation With Cross-modal Disease Clue Enhanced Large Language Model},

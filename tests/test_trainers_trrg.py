@@ -99,6 +99,26 @@ def test_contrastive_collator_favours_finding_sentences_and_labels_each_sentence
     assert len(draws) == 1
     with pytest.raises(ValueError, match="'s3'"):
         collator.sample({**row, "id": "s3", "report": " . . "})
+    # with the disease prompts (the prompt loss), every batch carries them tokenised and the studies' report codes
+    prompts = ["cardiomegaly", "no cardiomegaly"]
+    with_prompts = TrrgContrastiveCollator(processor, tokenizer, disease_prompts=prompts)
+    codes = [1] + [0] * 13
+    batch = with_prompts([{**row, "labels": codes}, {**row, "id": "s2"}])
+    assert batch["disease_labels"].tolist() == [codes, [0] * 14]
+    assert tokenizer.batch_decode(batch["prompt_input_ids"], skip_special_tokens=True) == prompts
+    assert batch["prompt_attention_mask"].shape == batch["prompt_input_ids"].shape
+
+
+def test_prompt_positive_weights_are_capped_negative_to_positive_ratios():
+    from cxrgen.trainers.trrg_contrastive import PROMPT_POSITIVE_WEIGHT_CAP, prompt_positive_weights
+
+    labels = [[1, 1] + [0] * 12, [1, 0] + [2] * 12, [0, 0] + [3] * 12, [1, 0] + [0] * 12]
+    weights = prompt_positive_weights(labels)
+    # observation 0: 3 of 4 positive -> ratio 1/3, raised to 1; observation 1: 1 of 4 -> 3; none positive counts as
+    # one (its weight multiplies no term)
+    assert weights == pytest.approx([1.0, 3.0] + [3.0] * 12)
+    rare = [[1] + [0] * 13] + [[0] * 14] * 99
+    assert prompt_positive_weights(rare)[0] == PROMPT_POSITIVE_WEIGHT_CAP
 
 
 def test_stage2_collator_masks_the_prompt_and_adds_disease_labels(bench):

@@ -135,7 +135,7 @@ def trrg_config(arch="llama", **overrides):
     return TrrgConfig(**kwargs)
 
 
-def contrastive_config():
+def contrastive_config(**overrides):
     bert = BertConfig(
         vocab_size=VOCAB_SIZE,
         hidden_size=32,
@@ -144,7 +144,7 @@ def contrastive_config():
         intermediate_size=64,
         max_position_embeddings=64,
     )
-    return TrrgContrastiveConfig(vision_config=vision_config(), text_config=bert, projection_dim=16)
+    return TrrgContrastiveConfig(vision_config=vision_config(), text_config=bert, projection_dim=16, **overrides)
 
 
 def prompt_ids(config, text_ids, batch=1):

@@ -111,6 +111,87 @@ def test_zero_shot_probabilities_for_images_and_studies():
     torch.testing.assert_close(single, study[1:2])
 
 
+def test_prompt_embeds_group_the_flat_prompts_per_observation_and_polarity():
+    model = make_model().eval()
+    tokenizer = build_tokenizer()
+    with torch.no_grad():
+        grouped = []
+        for positives, negatives in model.config.disease_prompts():
+            pair = [
+                torch.nn.functional.normalize(model.get_text_features(**encode(tokenizer, prompts)).mean(0), dim=-1)
+                for prompts in (positives, negatives)
+            ]
+            grouped.append(torch.stack(pair))
+    torch.testing.assert_close(model.encode_disease_prompts(tokenizer), torch.stack(grouped), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="prompt sentences given"):
+        model.prompt_embeds(torch.zeros(3, 16))
+
+
+def prompt_loss_batch(model, tokenizer, codes, sentences=SENTENCES):
+    prompts = tokenizer(model.config.flat_disease_prompts(), padding=True, return_tensors="pt")
+    return {
+        **encode(tokenizer, sentences),
+        "prompt_input_ids": prompts["input_ids"],
+        "prompt_attention_mask": prompts["attention_mask"],
+        "disease_labels": codes,
+    }
+
+
+def test_prompt_loss_is_the_weighted_bce_of_the_zero_shot_logits():
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    weights = [float(1 + index % 3) for index in range(14)]
+    config = contrastive_config(prompt_loss_weight=2.0, prompt_positive_weights=weights)
+    model = TrrgForContrastivePretraining(config).eval()
+    codes = torch.zeros(4, 14, dtype=torch.long)
+    codes[0, 2], codes[1, 10], codes[2, 10], codes[3, 0] = 1, 1, 3, 1  # uncertain (3) counts as not positive
+    batch = prompt_loss_batch(model, tokenizer, codes)
+    pv = pixels(4, views=2, seed=3)
+    with torch.no_grad():
+        total = model(pixel_values=pv, **batch).loss
+        model.config.prompt_loss_weight = 0.0
+        contrastive = model(pixel_values=pv, **batch).loss
+        study = model.get_image_features(pv)
+        prompts = model.encode_disease_prompts(tokenizer)
+    scale = model.logit_scale.exp()
+    logits = scale * (study @ prompts[:, 0].T - study @ prompts[:, 1].T)
+    targets = (codes == 1).float()
+    pos_weight = torch.tensor(weights)
+    bce = -(pos_weight * targets * torch.nn.functional.logsigmoid(logits))
+    bce = bce - (1 - targets) * torch.nn.functional.logsigmoid(-logits)
+    torch.testing.assert_close(total, contrastive + 2.0 * bce.mean(), atol=1e-5, rtol=1e-5)
+
+
+def test_prompt_loss_needs_the_prompts_and_labels():
+    model = TrrgForContrastivePretraining(contrastive_config(prompt_loss_weight=1.0))
+    with pytest.raises(ValueError, match="prompt_input_ids"):
+        model(pixel_values=pixels(4, views=2), **encode(build_tokenizer(), SENTENCES))
+    with pytest.raises(ValueError, match="prompt_positive_weights"):
+        contrastive_config(prompt_positive_weights=[1.0, 2.0])
+
+
+def test_prompt_loss_teaches_the_zero_shot_head_the_labels():
+    """Two kinds of study (one bright in the centre = cardiomegaly), every one paired with the same sentence, so
+    the sentence contrast alone carries nothing: after training with the prompt loss, every cardiomegaly study
+    reads as more likely cardiomegaly than every other study."""
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    model = TrrgForContrastivePretraining(contrastive_config(prompt_loss_weight=5.0))
+    pv = pixels(4, views=2, seed=3)
+    pv[0::2, :, :, 8:24, 8:24] += 2.0
+    codes = torch.zeros(4, 14, dtype=torch.long)
+    codes[0::2, 2] = 1
+    batch = prompt_loss_batch(model, tokenizer, codes, sentences=[SENTENCES[2]] * 4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(30):
+        model(pixel_values=pv, **batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    probs = model.zero_shot(pv, tokenizer=tokenizer)[:, 2]
+    assert probs[0::2].min() > probs[1::2].max()
+
+
 def test_stage2_built_from_parts_carries_stage1_perception(tmp_path):
     stage1 = make_model().eval()
     tokenizer = build_tokenizer()

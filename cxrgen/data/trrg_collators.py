@@ -55,6 +55,8 @@ class TrrgContrastiveCollator:
     ``labeler(text) -> 14 codes`` labels each sentence; the per-report table of sentences and codes is cached.
     ``seed``: draw each study's sentence from a generator seeded by ``seed`` and the study id (for evaluation);
     ``None`` draws from torch's global generator (for training: a new draw every epoch).
+    ``disease_prompts`` (``TrrgContrastiveConfig.flat_disease_prompts()``, for its disease-prompt loss) adds them
+    tokenised to every batch (``prompt_input_ids`` ...) with the studies' report codes as ``disease_labels``.
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class TrrgContrastiveCollator:
         max_length: int | None = None,
         num_views: int | None = None,
         seed: int | None = None,
+        disease_prompts: list[str] | None = None,
     ):
         if finding_sentence_weight <= 0:
             raise ValueError(f"finding_sentence_weight must be > 0, got {finding_sentence_weight}")
@@ -77,6 +80,14 @@ class TrrgContrastiveCollator:
         self.num_views = num_views
         self.seed = seed
         self._sentence_tables = {}
+        self.prompt_inputs = {}
+        if disease_prompts:
+            prompts = tokenizer(list(disease_prompts), padding=True, return_tensors="pt")
+            self.prompt_inputs = {
+                f"prompt_{key}": prompts[key]
+                for key in ("input_ids", "attention_mask", "token_type_ids")
+                if key in prompts
+            }
 
     def sentence_table(self, report: str, where: str = "report") -> tuple[list[str], list[list[int]]]:
         """(sentences, per-sentence codes) of a report, labelled once and cached."""
@@ -104,6 +115,9 @@ class TrrgContrastiveCollator:
         text = self.tokenizer(list(sentences), padding=True, return_tensors="pt", **truncation)
         batch.update({key: text[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in text})
         batch["finding_labels"] = torch.tensor(finding_labels, dtype=torch.long)
+        if self.prompt_inputs:
+            batch.update(self.prompt_inputs)
+            batch["disease_labels"] = _study_labels(rows)
         return batch
 
 

@@ -29,6 +29,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import torch
 from transformers import (
     AutoModel,
     AutoTokenizer,
@@ -38,6 +39,7 @@ from transformers import (
 )
 
 from cxrgen.data.trrg_collators import TrrgContrastiveCollator, report_sentences
+from cxrgen.labels import POSITIVE
 from cxrgen.modeling.trrg import TrrgForContrastivePretraining
 from cxrgen.modeling.trrg.configuration_trrg import TrrgContrastiveConfig
 from cxrgen.presets import stage_preset
@@ -70,6 +72,9 @@ TRAINING_DEFAULTS = {
     # The collator builds the model inputs from the rows' images and reports.
     "remove_unused_columns": False,
 }
+# Without a cap, the positives of a finding seen in 1% of the studies would weigh 99x the negatives; 10 is the cap
+# the tiny recipe was tuned with (benchmarks/QUALITY.md).
+PROMPT_POSITIVE_WEIGHT_CAP = 10.0
 ENCODER_KEYS = ("vision_encoder", "text_encoder")
 PROCESSOR_KEYS = ("image_size", "max_length", "min_frequency")
 
@@ -122,9 +127,11 @@ def build_model_and_processor(
     }
     config = TrrgContrastiveConfig(**options)
     if text_model is None:
-        prompts = [prompt for positives, negatives in config.disease_prompts() for prompt in positives + negatives]
         tokenizer = build_text_tokenizer(
-            train_reports, prompts, settings.get("min_frequency", 3), settings.get("max_length", 64)
+            train_reports,
+            config.flat_disease_prompts(),
+            settings.get("min_frequency", 3),
+            settings.get("max_length", 64),
         )
         config.text_config.vocab_size = len(tokenizer)
         config.text_config.pad_token_id = tokenizer.pad_token_id
@@ -138,6 +145,14 @@ def build_model_and_processor(
         image_processor=CxrImageProcessor(size={"height": size, "width": size}), tokenizer=tokenizer
     )
     return model, processor
+
+
+def prompt_positive_weights(labels: Iterable[Iterable[int]]) -> list[float]:
+    """Per observation, negatives / positives among the training studies (positive = code 1), within
+    [1, PROMPT_POSITIVE_WEIGHT_CAP]: the weight of the positive term of the disease-prompt loss."""
+    positives = torch.tensor([[code == POSITIVE for code in codes] for codes in labels], dtype=torch.float64)
+    frequency = positives.mean(0).clamp(min=1.0 / len(positives))
+    return ((1 - frequency) / frequency).clamp(1.0, PROMPT_POSITIVE_WEIGHT_CAP).tolist()
 
 
 class TrrgContrastiveTrainer(CheckpointReloadMixin, StageCollatorsMixin, Trainer):
@@ -187,13 +202,18 @@ class TrrgContrastiveStage(TrainingStage):
             model = TrrgForContrastivePretraining.from_pretrained(run.checkpoint)
         else:
             model, processor = build_model_and_processor(run.config, train["report"], base)
+            if model.config.prompt_loss_weight > 0 and model.config.prompt_positive_weights is None:
+                model.config.prompt_positive_weights = prompt_positive_weights(train["labels"])
+        prompt_loss = model.config.prompt_loss_weight > 0
         collate = dict(
             finding_sentence_weight=model.config.finding_sentence_weight,
             max_length=processor_options(run.config, base).get("max_length"),
+            disease_prompts=model.config.flat_disease_prompts() if prompt_loss else None,
         )
         setup = {
             "sentence sampling": f"one per study, finding sentences x{model.config.finding_sentence_weight}",
             "soft targets (same sentence / findings)": model.config.same_findings_positive,
+            "disease-prompt loss weight": model.config.prompt_loss_weight,
         }
         return StageParts(
             model=model,

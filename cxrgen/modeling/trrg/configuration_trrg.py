@@ -160,6 +160,11 @@ class TrrgContrastiveConfig(PreTrainedConfig):
     `finding_sentence_weight` is the sampling weight of sentences that mention a finding relative to the rest.
     With `same_findings_positive`, in-batch pairs whose sentences are identical or carry the same non-empty finding
     labels are positives of each other (soft targets) instead of negatives.
+    `prompt_loss_weight` adds the disease-prompt loss: the zero-shot logits of each study (its image against the
+    positive and negative prompts of every observation, encoded by the text tower in the same step) trained with
+    BCE against the study report's labels, so that the prompts the zero-shot head uses are aligned with the images
+    (0 turns it off). `prompt_positive_weights` (one per observation, or None for 1) weighs the positive term of
+    each observation against the imbalance of rare findings; the trainer sets it from the training split.
     """
 
     model_type = "trrg_contrastive"
@@ -175,6 +180,8 @@ class TrrgContrastiveConfig(PreTrainedConfig):
     observation_prompts: dict | None = None
     finding_sentence_weight: float = 4.0
     same_findings_positive: bool = True
+    prompt_loss_weight: float = 0.0
+    prompt_positive_weights: list[float] | None = None
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -200,6 +207,17 @@ class TrrgContrastiveConfig(PreTrainedConfig):
             raise ValueError(
                 f"TrrgContrastiveConfig.finding_sentence_weight must be > 0, got {self.finding_sentence_weight}"
             )
+        if self.prompt_loss_weight < 0:
+            raise ValueError(f"TrrgContrastiveConfig.prompt_loss_weight must be >= 0, got {self.prompt_loss_weight}")
+        weights = self.prompt_positive_weights
+        if weights is not None and (
+            len(weights) != len(self.observation_names)
+            or not all(isinstance(w, (int, float)) and w > 0 for w in weights)
+        ):
+            raise ValueError(
+                "TrrgContrastiveConfig.prompt_positive_weights must be None or one positive number per observation "
+                f"({len(self.observation_names)}), got {weights}"
+            )
 
     @classmethod
     def from_preset(cls, name_or_path: str | os.PathLike, **overrides) -> "TrrgContrastiveConfig":
@@ -224,6 +242,11 @@ class TrrgContrastiveConfig(PreTrainedConfig):
                     )
                 )
         return prompts
+
+    def flat_disease_prompts(self) -> list[str]:
+        """Every prompt sentence in one list: per observation its positive, then its negative prompts (the order in
+        which `TrrgForContrastivePretraining.prompt_embeds` groups their features back)."""
+        return [prompt for positives, negatives in self.disease_prompts() for prompt in (*positives, *negatives)]
 
 
 class TrrgConfig(PreTrainedConfig):
