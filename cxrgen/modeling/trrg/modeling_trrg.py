@@ -16,7 +16,7 @@ Stage 1 (`TrrgForContrastivePretraining`)
     mean over real views (`pixel_mask`).
   * Zero-shot perception (CheXzero-style): for each observation, several positive and several negative prompts
     are embedded, averaged per polarity and renormalised; p = softmax(scale * [cos(v, t+), cos(v, t-)])[0].
-  * Disease-prompt loss (`prompt_loss_weight`, on in the presets): the prompts of every observation are encoded
+  * Disease-prompt loss (`prompt_loss_weight`; on in the tiny preset, off by default): the prompts of every observation are encoded
     in each step and the study's zero-shot logits are trained with BCE against its report's labels (positive = 1,
     positives weighted per observation by `prompt_positive_weights`, the trainer's capped negative/positive
     ratio). The sentence contrast alone aligns images with report sentences but not with the prompts the
