@@ -16,12 +16,12 @@ Stage 1 (`TrrgForContrastivePretraining`)
     mean over real views (`pixel_mask`).
   * Zero-shot perception (CheXzero-style): for each observation, several positive and several negative prompts
     are embedded, averaged per polarity and renormalised; p = softmax(scale * [cos(v, t+), cos(v, t-)])[0].
-  * Disease-prompt loss (`prompt_loss_weight`; on in the tiny preset, off by default): the prompts of every observation are encoded
-    in each step and the study's zero-shot logits are trained with BCE against its report's labels (positive = 1,
-    positives weighted per observation by `prompt_positive_weights`, the trainer's capped negative/positive
-    ratio). The sentence contrast alone aligns images with report sentences but not with the prompts the
-    zero-shot head reads: on the phantom benchmark it left that head near chance (macro AUROC ~0.7, one
-    observation inverted), the added loss brought it to ~0.87 (benchmarks/QUALITY.md).
+  * Disease-prompt loss (`prompt_loss_weight`; on in the tiny preset, off by default): the prompts of every
+    observation are encoded in each step and the study's zero-shot logits are trained with BCE against its
+    report's labels (positive = 1, positives weighted per observation by `prompt_positive_weights`, the trainer's
+    capped negative/positive ratio). The sentence contrast alone aligns images with report sentences but not with
+    the prompts the zero-shot head reads: on the phantom benchmark it left that head near chance (macro AUROC
+    ~0.7, one observation inverted); the added loss brought it to ~0.87 in one seed (benchmarks/QUALITY.md).
 
 Stage 2 (`TrrgForConditionalGeneration`, the transformers 5 VLM layout: `model` = `TrrgModel` backbone returning
 `last_hidden_state`, an `lm_head` tied to the LLM's input embeddings only with `tie_word_embeddings`, the LLM at
