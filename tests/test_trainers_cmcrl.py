@@ -382,3 +382,60 @@ def test_backbone_metrics_equal_scikit_learn():
     predicted = (logits > 0).numpy()
     assert scores["macro_f1"] == pytest.approx(f1_score(labels.numpy(), predicted, average="macro", zero_division=0))
     assert scores["micro_f1"] == pytest.approx(f1_score(labels.numpy(), predicted, average="micro", zero_division=0))
+
+
+def test_resume_after_a_kill_while_writing_a_checkpoint_falls_back_to_the_last_complete_one(phantom, tmp_path, caplog):
+    training = {"gradient_accumulation_steps": 2, "per_device_train_batch_size": 2, "max_steps": 4, "save_steps": 2}
+    config = write_config(tmp_path, training)
+    straight = radcare.run(config, phantom[0], phantom[1], tmp_path / "straight")
+    trainer, checkpoint, _ = radcare.build_trainer(config, phantom[0], phantom[1], tmp_path / "killed")
+    trainer.add_callback(InterruptAfterSave(4))
+    with pytest.raises(Interrupt):
+        trainer.train(resume_from_checkpoint=checkpoint)
+    # A kill after the Trainer wrote the weights of checkpoint-4 but before its state and card.
+    (tmp_path / "killed" / "checkpoint-4" / "README.md").unlink()
+    (tmp_path / "killed" / "checkpoint-4" / "trainer_state.json").write_text('{"global_step": 4, "log_hi')
+    with caplog.at_level(logging.WARNING, logger="cxrgen.trainers.arguments"):
+        resumed = radcare.run(config, phantom[0], phantom[1], tmp_path / "killed", resume=True)
+    assert "skipping the incomplete checkpoint-4 (trainer_state.json does not parse" in caplog.text
+    assert "resuming from checkpoint-2" in caplog.text
+    expected, actual = weights(straight), weights(resumed)
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)
+
+
+def test_train_refuses_a_finished_run_unless_overwrite_and_checks_images_and_views_first(phantom, tmp_path, capsys):
+    annotation = read_annotation(phantom[0])
+    config = write_config(tmp_path, {"max_steps": 1, "save_steps": 1})
+    output = tmp_path / "out"
+    argv = ["train", "radcare", "--config", str(config), "--images", str(phantom[1]), "--output", str(output)]
+    assert main([*argv, "--data", str(phantom[0])]) == 0
+    (output / "evaluation-test").mkdir()
+    (output / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main([*argv, "--data", str(phantom[0])]) == 2
+    assert "already holds checkpoints" in capsys.readouterr().err
+
+    # Bad inputs are refused before anything is removed, each in one message naming the study.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    first = annotation["train"][0]
+    (broken / "empty.png").write_bytes(b"")
+    # An absolute image path stays as it is under --images.
+    bad_images = {
+        **annotation,
+        "train": [{**first, "image_path": [str(broken / "empty.png")]}, *annotation["train"][1:]],
+    }
+    (tmp_path / "bad_images.json").write_text(json.dumps(bad_images))
+    assert main([*argv, "--data", str(tmp_path / "bad_images.json"), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "empty.png" in err and first["id"] in err and "train" in err
+    three_views = {**annotation, "train": [{**first, "image_path": first["image_path"] * 2}, *annotation["train"][1:]]}
+    (tmp_path / "three_views.json").write_text(json.dumps(three_views))
+    assert main([*argv, "--data", str(tmp_path / "three_views.json"), "--overwrite", "--skip-image-check"]) == 2
+    err = capsys.readouterr().err
+    assert f"study '{first['id']}' has {2 * len(first['image_path'])} views" in err
+    assert (output / "evaluation-test").is_dir() and (output / "checkpoint-1").is_dir()
+
+    assert main([*argv, "--data", str(phantom[0]), "--overwrite"]) == 0
+    assert not (output / "evaluation-test").exists() and (output / "notes.txt").read_text() == "mine"
+    assert (output / "checkpoint-1" / "README.md").is_file()
