@@ -439,3 +439,23 @@ def test_train_refuses_a_finished_run_unless_overwrite_and_checks_images_and_vie
     assert main([*argv, "--data", str(phantom[0]), "--overwrite"]) == 0
     assert not (output / "evaluation-test").exists() and (output / "notes.txt").read_text() == "mine"
     assert (output / "checkpoint-1" / "README.md").is_file()
+
+
+def test_init_folder_with_only_pickle_weights_is_refused_unless_allowed(phantom, tmp_path, capsys, caplog):
+    init = tmp_path / "pickled"
+    init.mkdir()
+    (init / "config.json").write_text("{}")
+    torch.save({}, init / "pytorch_model.bin")
+    config = write_config(tmp_path, VLCI_NO_EVAL)
+    argv = ["train", "vlci", "--config", str(config), "--data", str(phantom[0]), "--images", str(phantom[1])]
+    assert main([*argv, "--output", str(tmp_path / "out"), "--init", str(init)]) == 2
+    err = capsys.readouterr().err
+    assert "pickled holds only pickle weights (pytorch_model.bin)" in err and "--allow-pickle" in err
+    assert not (tmp_path / "out").exists()
+    # Allowed, the pickle is read: its (empty) state dict is not the backbone the config describes.
+    with caplog.at_level(logging.WARNING, logger="cxrgen.data.validation"):
+        code = main(
+            [*argv, "--output", str(tmp_path / "out"), "--init", str(init), "--allow-pickle", "--skip-image-check"]
+        )
+    assert code == 2 and f"{init}: backbone tensor" in capsys.readouterr().err
+    assert caplog.text.count("Image check skipped") == 1

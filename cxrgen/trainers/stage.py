@@ -49,8 +49,8 @@ class StageRun:
 
     def split(self, name: str, required: bool = True) -> datasets.Dataset | None:
         """A split of the run's annotation (see :func:`cxrgen.trainers.training_data.load_split`); its images were
-        checked when the run started (:meth:`TrainingStage.build_trainer`)."""
-        return load_split(self.annotation, self.images, name, required, skip_image_check=True)
+        checked, or the check skipped, when the run started (:meth:`TrainingStage.build_trainer`)."""
+        return load_split(self.annotation, self.images, name, required, images_checked=True)
 
     def check_views(self, num_views: int) -> None:
         """Refuse training or validation studies with more than ``num_views`` images (the model's view count),

@@ -13,12 +13,13 @@ def load_split(
     image_root: str | os.PathLike,
     split: str,
     required: bool = True,
-    skip_image_check: bool = False,
+    images_checked: bool = False,
 ) -> datasets.Dataset | None:
     """One split of an annotation (object or path) as a ``datasets.Dataset`` with decoded ``images``.
 
     Returns None for a missing or empty split unless ``required``, in which case that is an error.
-    ``skip_image_check``: as :func:`cxrgen.data.annotation.annotation_to_dataset_dict` takes it.
+    ``images_checked``: the caller decode-checked the split's images (as
+    :func:`cxrgen.data.annotation.annotation_to_dataset_dict` takes it).
     """
     if not isinstance(annotation, dict):
         annotation = read_annotation(annotation)
@@ -29,7 +30,7 @@ def load_split(
                 f"{ {name: len(entries) for name, entries in annotation.items()} }); training needs them."
             )
         return None
-    return annotation_to_dataset_dict({split: annotation[split]}, image_root, skip_image_check=skip_image_check)[split]
+    return annotation_to_dataset_dict({split: annotation[split]}, image_root, images_checked=images_checked)[split]
 
 
 def is_phantom_annotation(annotation: dict) -> bool:
