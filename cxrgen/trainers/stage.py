@@ -30,7 +30,8 @@ TRAINING_SPLITS = ("train", "val")
 
 @dataclass
 class StageRun:
-    """One run of a stage: its loaded config and annotation, the run folder, and what it starts from."""
+    """One run of a stage: its loaded config and annotation, the run folder, what it starts from and whether its
+    ``init`` folder may hold pickle weights."""
 
     stage: "TrainingStage"
     config: StageConfig
@@ -41,6 +42,7 @@ class StageRun:
     checkpoint: str | None
     init: str | os.PathLike | None
     trainer_args: Sequence[str]
+    allow_pickle: bool = False
 
     @property
     def preset(self) -> str:
@@ -161,7 +163,9 @@ class TrainingStage:
             log_skipped_image_check(images)
         else:
             check_images(annotation, images, splits=[split for split in TRAINING_SPLITS if split in annotation])
-        run = StageRun(self, stage_config, data, images, output, annotation, checkpoint, init, tuple(trainer_args))
+        run = StageRun(
+            self, stage_config, data, images, output, annotation, checkpoint, init, tuple(trainer_args), allow_pickle
+        )
         parts = self.build(run)
         if overwrite:
             # Only now: a config, data or init error above leaves the earlier run as it was.
