@@ -149,7 +149,16 @@ def _train(args: argparse.Namespace, trainer_args: list[str]) -> None:
 
     run = get_stage(args.stage)
     output = run(
-        args.config, args.data, args.images, args.output, resume=args.resume, init=args.init, trainer_args=trainer_args
+        args.config,
+        args.data,
+        args.images,
+        args.output,
+        resume=args.resume,
+        init=args.init,
+        trainer_args=trainer_args,
+        overwrite=args.overwrite,
+        skip_image_check=args.skip_image_check,
+        allow_pickle=args.allow_pickle,
     )
     print(f"Wrote {output}")
 
@@ -296,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train one stage (Trainer arguments such as --learning_rate or --report_to pass through)",
         description="Train one stage. Any further --<name> <value> is a transformers TrainingArguments field "
         "(e.g. --learning_rate 1e-4 --report_to tensorboard); it overrides the config's 'training' section.",
-        parents=[common],
+        parents=[common, image_check, pickle],
     )
     train.add_argument("stage", choices=stage_names(), help="the training stage")
     train.add_argument(
@@ -305,7 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, help="the annotation.json (train split; val for evaluation)")
     train.add_argument("--images", required=True, help="the image root the annotation's paths are relative to")
     train.add_argument("--output", required=True, help="the run folder: checkpoints, then the final model folder")
-    train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output")
+    train.add_argument(
+        "--resume", action="store_true", help="continue from the newest complete checkpoint in --output"
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run in --output: remove its model, card, evaluations and checkpoints first",
+    )
     train.add_argument("--init", help="a model folder of the previous stage to start from (vlci: RadCARE or backbone)")
     train.set_defaults(handler=_train, passes_unknown_args=True)
 

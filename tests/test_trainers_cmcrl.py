@@ -3,6 +3,8 @@
 import json
 import logging
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,7 +19,7 @@ from cxrgen.data.phantom_benchmark import build_phantom_benchmark
 from cxrgen.modeling.cmcrl import PRETRAINING_TASKS, CmcrlForConditionalGeneration, CmcrlForPreTraining
 from cxrgen.processing.processing_cmcrl import CmcrlProcessor
 from cxrgen.trainers import backbone, radcare, vlci
-from cxrgen.trainers.arguments import build_training_args
+from cxrgen.trainers.arguments import build_training_args, checkpoint_problem
 from cxrgen.trainers.stage_config import get_stage, load_stage_config
 from cxrgen.trainers.training_data import is_phantom_annotation
 
@@ -382,3 +384,104 @@ def test_backbone_metrics_equal_scikit_learn():
     predicted = (logits > 0).numpy()
     assert scores["macro_f1"] == pytest.approx(f1_score(labels.numpy(), predicted, average="macro", zero_division=0))
     assert scores["micro_f1"] == pytest.approx(f1_score(labels.numpy(), predicted, average="micro", zero_division=0))
+
+
+KILL_WHILE_SAVING = """
+import os, sys
+from cxrgen.trainers import radcare
+
+config, data, images, output, step = sys.argv[1:]
+trainer, checkpoint, _ = radcare.build_trainer(config, data, images, output)
+save_rng_state = trainer._save_rng_state
+
+
+def killed(output_dir):  # the process dies after the weights and optimizer, before the RNG and trainer state
+    if trainer.state.global_step == int(step):
+        os._exit(9)
+    save_rng_state(output_dir)
+
+
+trainer._save_rng_state = killed
+trainer.train()
+"""
+
+
+def test_resume_after_a_kill_while_writing_a_checkpoint_falls_back_to_the_last_complete_one(phantom, tmp_path, caplog):
+    training = {"gradient_accumulation_steps": 2, "per_device_train_batch_size": 2, "max_steps": 6, "save_steps": 2}
+    config = write_config(tmp_path, training)
+    killed = tmp_path / "killed"
+    argv = [sys.executable, "-c", KILL_WHILE_SAVING, str(config), str(phantom[0]), str(phantom[1]), str(killed), "6"]
+    assert subprocess.run(argv, capture_output=True).returncode == 9
+    assert (killed / "checkpoint-6" / "model.safetensors").is_file()
+    # A kill before the card of checkpoint-4 (written last) was complete.
+    (killed / "checkpoint-4" / "README.md").unlink()
+    with caplog.at_level(logging.WARNING, logger="cxrgen.trainers.arguments"):
+        resumed = radcare.run(config, phantom[0], phantom[1], killed, resume=True)
+    assert "skipping the incomplete checkpoint-6 (no trainer_state.json)" in caplog.text
+    assert "skipping the incomplete checkpoint-4 (no model card" in caplog.text
+    assert "resuming from checkpoint-2" in caplog.text
+    # Bit-identity of a resumed run is tested above, in one process; across processes the losses differ in the last
+    # float digit, so this checks the resumed run went on from step 2 to the end.
+    state = json.loads((resumed / "trainer_state.json").read_text())
+    assert state["global_step"] == 6 and [entry["step"] for entry in state["log_history"] if "loss" in entry][-1] == 6
+    assert all(checkpoint_problem(killed / f"checkpoint-{step}") is None for step in (2, 4, 6))
+    before = weights(killed / "checkpoint-2")
+    assert not all(torch.equal(before[name], tensor) for name, tensor in weights(resumed).items())
+
+
+def test_train_refuses_a_finished_run_unless_overwrite_and_checks_images_and_views_first(phantom, tmp_path, capsys):
+    annotation = read_annotation(phantom[0])
+    config = write_config(tmp_path, {"max_steps": 1, "save_steps": 1})
+    output = tmp_path / "out"
+    argv = ["train", "radcare", "--config", str(config), "--images", str(phantom[1]), "--output", str(output)]
+    assert main([*argv, "--data", str(phantom[0])]) == 0
+    (output / "evaluation-test").mkdir()
+    (output / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main([*argv, "--data", str(phantom[0])]) == 2
+    assert "already holds checkpoints" in capsys.readouterr().err
+
+    # Bad inputs are refused before anything is removed, each in one message naming the study.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    first = annotation["train"][0]
+    (broken / "empty.png").write_bytes(b"")
+    # An absolute image path stays as it is under --images.
+    bad_images = {
+        **annotation,
+        "train": [{**first, "image_path": [str(broken / "empty.png")]}, *annotation["train"][1:]],
+    }
+    (tmp_path / "bad_images.json").write_text(json.dumps(bad_images))
+    assert main([*argv, "--data", str(tmp_path / "bad_images.json"), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "empty.png" in err and first["id"] in err and "train" in err
+    three_views = {**annotation, "train": [{**first, "image_path": first["image_path"] * 2}, *annotation["train"][1:]]}
+    (tmp_path / "three_views.json").write_text(json.dumps(three_views))
+    assert main([*argv, "--data", str(tmp_path / "three_views.json"), "--overwrite", "--skip-image-check"]) == 2
+    err = capsys.readouterr().err
+    assert f"study '{first['id']}' has {2 * len(first['image_path'])} views" in err
+    assert (output / "evaluation-test").is_dir() and (output / "checkpoint-1").is_dir()
+
+    assert main([*argv, "--data", str(phantom[0]), "--overwrite"]) == 0
+    assert not (output / "evaluation-test").exists() and (output / "notes.txt").read_text() == "mine"
+    assert (output / "checkpoint-1" / "README.md").is_file()
+
+
+def test_init_folder_with_only_pickle_weights_is_refused_unless_allowed(phantom, tmp_path, capsys, caplog):
+    init = tmp_path / "pickled"
+    init.mkdir()
+    (init / "config.json").write_text("{}")
+    torch.save({}, init / "pytorch_model.bin")
+    config = write_config(tmp_path, VLCI_NO_EVAL)
+    argv = ["train", "vlci", "--config", str(config), "--data", str(phantom[0]), "--images", str(phantom[1])]
+    assert main([*argv, "--output", str(tmp_path / "out"), "--init", str(init)]) == 2
+    err = capsys.readouterr().err
+    assert "pickled holds only pickle weights (pytorch_model.bin)" in err and "--allow-pickle" in err
+    assert not (tmp_path / "out").exists()
+    # Allowed, the pickle is read: its (empty) state dict is not the backbone the config describes.
+    with caplog.at_level(logging.WARNING, logger="cxrgen.data.validation"):
+        code = main(
+            [*argv, "--output", str(tmp_path / "out"), "--init", str(init), "--allow-pickle", "--skip-image-check"]
+        )
+    assert code == 2 and f"{init}: backbone tensor" in capsys.readouterr().err
+    assert caplog.text.count("Image check skipped") == 1

@@ -4,6 +4,7 @@ and a two-process torchrun run, all on tiny configs and a tiny synthetic phantom
 import importlib.util
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from cxrgen.data.phantom_benchmark import build_phantom_benchmark
 from cxrgen.data.trrg_collators import TrrgCollator, TrrgContrastiveCollator, report_sentences
 from cxrgen.hub_cards.publish import validate_model_folder
 from cxrgen.labeler import label_report
+from cxrgen.modeling.loading import ModelFolderError
 from cxrgen.modeling.trrg import TrrgForConditionalGeneration, TrrgForContrastivePretraining
 from cxrgen.trainers import trrg, trrg_contrastive
 from cxrgen.trainers.stage_config import load_stage_config
@@ -185,6 +187,18 @@ def test_init_hands_over_vision_tower_and_prompt_embeddings_then_trains_and_eval
     # the zero-shot head is frozen and its prompt embeddings are a buffer: stage-1 perception survives fine-tuning
     torch.testing.assert_close(final.model.zero_shot_head.prompt_embeds, stored)
     assert torch.equal(final.model.zero_shot_head.visual_projection.weight, stage1_model.visual_projection.weight)
+
+
+def test_an_init_folder_whose_config_does_not_fit_its_weights_is_one_short_error(bench, tmp_path):
+    annotation, images, stage1 = bench
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(stage1, mismatched)
+    config = json.loads((mismatched / "config.json").read_text())
+    config["projection_dim"] += 8
+    (mismatched / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFolderError, match=r"mismatched.*projection") as error:
+        trrg.build_model_and_processor(load_stage_config(STAGE2_CONFIG), ["a b ."], mismatched)
+    assert len(str(error.value).splitlines()) < 10
 
 
 # ------------------------------------------------------------------------------------------------ resume

@@ -165,16 +165,19 @@ def annotation_to_dataset_dict(
     labeler: Callable[[str], list[int]] | None = None,
     skip_image_check: bool = False,
     decode_images: bool = True,
+    images_checked: bool = False,
 ) -> datasets.DatasetDict:
     """Turn an annotation (object or file) into a ``DatasetDict`` with ``id``, ``images``, ``report``, ``labels``.
 
     Image paths are resolved against ``image_root``. Before anything is built every image is decoded
     (:func:`cxrgen.data.validation.check_images`), and one error lists every missing or unreadable file with its
     split and entry; ``skip_image_check=True`` (for data checked before) only checks that the files exist, and says
-    so in the log. ``decode_images=False`` keeps ``images`` undecoded (``{"path", "bytes"}``), for the collators and
-    the processor to read with :func:`~cxrgen.processing.image_processing_cxr.load_image`, the reader inference
-    uses (DICOM included). ``labels`` come from an entry's ``labels`` field when it has one, else from ``labeler(report)``
-    (default: :func:`cxrgen.labeler.label_report`).
+    so in the log. ``images_checked=True`` is for a caller that decode-checked them already (one check over several
+    splits, so that every bad file comes in one message): it only checks that the files exist, and logs nothing.
+    ``decode_images=False`` keeps ``images`` undecoded (``{"path", "bytes"}``), for the collators and the processor to
+    read with :func:`~cxrgen.processing.image_processing_cxr.load_image`, the reader inference uses (DICOM included).
+    ``labels`` come from an entry's ``labels`` field when it has one, else from ``labeler(report)`` (default:
+    :func:`cxrgen.labeler.label_report`).
     """
     if isinstance(annotation_or_path, dict):
         annotation = annotation_or_path
@@ -183,8 +186,9 @@ def annotation_to_dataset_dict(
         annotation = read_annotation(annotation_or_path)
     image_root = Path(image_root)
     _check_reports(annotation)
-    if skip_image_check:
-        log_skipped_image_check(image_root)
+    if skip_image_check or images_checked:
+        if not images_checked:
+            log_skipped_image_check(image_root)
         _check_images_exist(annotation, image_root)
     else:
         check_images(annotation, image_root)

@@ -163,12 +163,17 @@ def build_model_card(
 
 
 def save_model_card(card: ModelCard, folder: str | os.PathLike) -> Path:
-    """Write `card` as the README.md of an existing model folder and return the file's path."""
+    """Write `card` as the README.md of an existing model folder and return the file's path.
+
+    The card is written to a temporary name, then renamed: a training checkpoint counts as complete once its card is
+    there (:func:`cxrgen.trainers.arguments.checkpoint_problem`), so a kill must never leave half of one."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"Model folder not found: {folder}")
     path = folder / "README.md"
-    card.save(path)
+    partial = folder / ".README.md.partial"
+    card.save(partial)
+    os.replace(partial, path)
     return path
 
 

@@ -2,34 +2,162 @@
 
 import argparse
 import dataclasses
+import fnmatch
+import json
 import logging
 import os
+import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from transformers import HfArgumentParser, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import CONFIG_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_NAME
 
 from cxrgen.trainers.metrics import METRIC_NAMES
 
 logger = logging.getLogger(__name__)
 
 
-def resume_checkpoint(output: str | os.PathLike, resume: bool) -> str | None:
-    """The checkpoint to resume from (``resume=True``: the latest in ``output``), or None for a fresh run.
+# What a run writes at the top of its run folder besides the checkpoints: the final model folder (weights, config,
+# remote code, processor, card, trainer state), TRRG's LoRA parts and the reports of `cxrgen evaluate`.
+RUN_OUTPUT_FILES = (
+    "README.md",
+    "config.json",
+    "generation_config.json",
+    "trainer_state.json",
+    "training_args.bin",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "pytorch_model*.bin",
+    "adapter_config.json",
+    "*processor_config.json",
+    "tokenizer*.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "chat_template.jinja",
+    "configuration_*.py",
+    "modeling_*.py",
+    "processing_*.py",
+    "image_processing_*.py",
+    "pipeline_*.py",
+    "tokenization_*.py",
+    "cleaning.py",
+)
+RUN_OUTPUT_FOLDERS = (f"{PREFIX_CHECKPOINT_DIR}-*", "evaluation-*", "adapter", "base-model")
+# A folder holds a model when one of these lies at its top.
+MODEL_FILES = ("config.json", "README.md", "*.safetensors", "pytorch_model*.bin", "adapter_config.json")
+WEIGHTS_FILES = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, "adapter_model.safetensors", WEIGHTS_NAME)
+_CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
-    A fresh run refuses an ``output`` that already has checkpoints, so nothing of an earlier run is mixed in."""
+
+def checkpoints(output: str | os.PathLike) -> list[Path]:
+    """The ``checkpoint-<step>`` folders of a run folder, newest (highest step) first."""
     output = Path(output)
-    latest = get_last_checkpoint(str(output)) if output.is_dir() else None
+    found = (
+        [path for path in output.iterdir() if path.is_dir() and _CHECKPOINT.match(path.name)]
+        if output.is_dir()
+        else []
+    )
+    return sorted(found, key=lambda path: int(_CHECKPOINT.match(path.name).group(1)), reverse=True)
+
+
+def checkpoint_problem(folder: str | os.PathLike) -> str | None:
+    """Why a ``checkpoint-<step>`` folder cannot be resumed from, or None when it is complete.
+
+    The Trainer writes the weights, then the optimizer, scheduler and RNG state, then ``trainer_state.json``; a model
+    folder checkpoint (one with ``config.json``) then gets its model card from
+    :class:`~cxrgen.trainers.model_folders.ModelFolderCallback`, written to a temporary name and renamed. So a
+    checkpoint is complete when it has weights, a ``trainer_state.json`` that parses and, if it has ``config.json``,
+    its ``README.md``: a run killed while writing one leaves a folder that fails one of these."""
+    folder = Path(folder)
+    if not any((folder / name).is_file() for name in WEIGHTS_FILES):
+        return f"no weights ({' / '.join(WEIGHTS_FILES)})"
+    try:
+        json.loads((folder / TRAINER_STATE_NAME).read_text())
+    except FileNotFoundError:
+        return f"no {TRAINER_STATE_NAME}"
+    except (OSError, ValueError) as error:
+        return f"{TRAINER_STATE_NAME} does not parse ({error})"
+    if (folder / CONFIG_NAME).is_file() and not (folder / "README.md").is_file():
+        return "no model card (README.md), which is written last"
+    return None
+
+
+def _matching(folder: Path, patterns: Sequence[str], directories: bool) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(
+        path
+        for path in folder.iterdir()
+        if path.is_dir() == directories and any(fnmatch.fnmatch(path.name, pattern) for pattern in patterns)
+    )
+
+
+def previous_run_outputs(output: str | os.PathLike) -> list[Path]:
+    """The files and folders of an earlier run in a run folder (:data:`RUN_OUTPUT_FILES`, :data:`RUN_OUTPUT_FOLDERS`);
+    anything else there (the user's own files) is not a run's."""
+    output = Path(output)
+    return _matching(output, RUN_OUTPUT_FOLDERS, directories=True) + _matching(output, RUN_OUTPUT_FILES, False)
+
+
+def remove_previous_run(output: str | os.PathLike) -> None:
+    """Remove the outputs of an earlier run from a run folder (``--overwrite``; :func:`previous_run_outputs`), each
+    named in the log, so that the new run's model, card and evaluations are not mixed with the old ones."""
+    for path in previous_run_outputs(output):
+        logger.warning("--overwrite: removing %s of the earlier run.", path)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def resume_checkpoint(output: str | os.PathLike, resume: bool, overwrite: bool = False) -> str | None:
+    """The checkpoint to resume from (``resume=True``: the newest complete one in ``output``), or None for a fresh run.
+
+    Resuming skips the newer checkpoints that are incomplete (:func:`checkpoint_problem`, e.g. a run killed while
+    writing one), with a warning naming each. A fresh run refuses an ``output`` that already holds checkpoints or a
+    model, so nothing of an earlier run is overwritten or mixed in, unless ``overwrite``: then the earlier run's
+    outputs (:func:`previous_run_outputs`) are removed first, and the folder's other files kept."""
+    output = Path(output)
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in the output folder and --overwrite removes it: pass one.")
     if resume:
-        if latest is None:
+        found = checkpoints(output)
+        if not found:
             raise ValueError(f"--resume: {output} has no {PREFIX_CHECKPOINT_DIR}-<step> folder to resume from.")
-        logger.info("Resuming from %s", latest)
-        return latest
-    if latest is not None:
+        incomplete = []
+        for folder in found:
+            problem = checkpoint_problem(folder)
+            if problem is None:
+                for name, reason in incomplete:
+                    logger.warning(
+                        "--resume: skipping the incomplete %s (%s); resuming from %s.", name, reason, folder.name
+                    )
+                logger.info("Resuming from %s", folder)
+                return str(folder)
+            incomplete.append((folder.name, problem))
         raise ValueError(
-            f"{output} already holds checkpoints ({Path(latest).name}); pass --resume to continue that run "
-            "or choose another output folder."
+            f"--resume: {output} has no complete {PREFIX_CHECKPOINT_DIR}-<step> folder to resume from:\n"
+            + "\n".join(f"- {name}: {reason}" for name, reason in incomplete)
+        )
+    if overwrite:
+        return None
+    found = checkpoints(output)
+    if found:
+        raise ValueError(
+            f"{output} already holds checkpoints ({found[0].name}); pass --resume to continue that run, "
+            "--overwrite to replace it, or choose another output folder."
+        )
+    model = [path.name for path in _matching(output, MODEL_FILES, directories=False)]
+    if model:
+        raise ValueError(
+            f"{output} already holds a model ({', '.join(model)}); pass --overwrite to replace that run's outputs "
+            "(model, card, evaluations) or choose another output folder."
         )
     return None
 
@@ -104,4 +232,13 @@ def evaluates(args: TrainingArguments) -> bool:
     return str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no"
 
 
-__all__ = ["build_training_args", "check_best_metric", "evaluates", "resume_checkpoint"]
+__all__ = [
+    "build_training_args",
+    "check_best_metric",
+    "checkpoint_problem",
+    "checkpoints",
+    "evaluates",
+    "previous_run_outputs",
+    "remove_previous_run",
+    "resume_checkpoint",
+]

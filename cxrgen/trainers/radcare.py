@@ -106,6 +106,7 @@ class RadcareStage(TrainingStage):
         model_config, processor = cmcrl_config_and_processor(
             run.config, self.default_preset, train["report"], run.checkpoint
         )
+        run.check_views(model_config.num_views)
         args = run.training_args(TRAINING_DEFAULTS)
         options = data_options(run.config)
         model = CmcrlForPreTraining(model_config)

@@ -13,18 +13,25 @@ from pathlib import Path
 
 import datasets
 from transformers import PreTrainedModel, Trainer, TrainingArguments, set_seed
+from transformers.utils import CONFIG_NAME
 
 from cxrgen.data.annotation import read_annotation
+from cxrgen.data.validation import check_images, check_views_per_study, log_skipped_image_check
 from cxrgen.methods import find_stage
-from cxrgen.trainers.arguments import build_training_args, evaluates, resume_checkpoint
+from cxrgen.modeling.loading import weights_file
+from cxrgen.trainers.arguments import build_training_args, evaluates, remove_previous_run, resume_checkpoint
 from cxrgen.trainers.model_folders import CardInfo, ModelFolderCallback, card_info, save_final_model, training_setup
 from cxrgen.trainers.stage_config import StageConfig, load_stage_config
 from cxrgen.trainers.training_data import load_split
 
+# The splits a run reads: checked together before the first step, so every bad input comes in one message.
+TRAINING_SPLITS = ("train", "val")
+
 
 @dataclass
 class StageRun:
-    """One run of a stage: its loaded config and annotation, the run folder, and what it starts from."""
+    """One run of a stage: its loaded config and annotation, the run folder, what it starts from and whether its
+    ``init`` folder may hold pickle weights."""
 
     stage: "TrainingStage"
     config: StageConfig
@@ -35,6 +42,7 @@ class StageRun:
     checkpoint: str | None
     init: str | os.PathLike | None
     trainer_args: Sequence[str]
+    allow_pickle: bool = False
 
     @property
     def preset(self) -> str:
@@ -42,8 +50,14 @@ class StageRun:
         return self.config.preset or self.stage.default_preset
 
     def split(self, name: str, required: bool = True) -> datasets.Dataset | None:
-        """A split of the run's annotation (see :func:`cxrgen.trainers.training_data.load_split`)."""
-        return load_split(self.annotation, self.images, name, required)
+        """A split of the run's annotation (see :func:`cxrgen.trainers.training_data.load_split`); its images were
+        checked, or the check skipped, when the run started (:meth:`TrainingStage.build_trainer`)."""
+        return load_split(self.annotation, self.images, name, required, images_checked=True)
+
+    def check_views(self, num_views: int) -> None:
+        """Refuse training or validation studies with more than ``num_views`` images (the model's view count),
+        naming each, before any step."""
+        check_views_per_study(self.annotation, num_views, splits=TRAINING_SPLITS)
 
     def eval_split(self, args: TrainingArguments) -> datasets.Dataset | None:
         """The ``val`` split when ``args`` evaluate during training (then it must have studies), else None."""
@@ -129,17 +143,33 @@ class TrainingStage:
         resume: bool = False,
         init: str | os.PathLike | None = None,
         trainer_args: Sequence[str] = (),
+        overwrite: bool = False,
+        skip_image_check: bool = False,
+        allow_pickle: bool = False,
     ) -> tuple[Trainer, str | None, CardInfo]:
         """The stage's Trainer for a run, the checkpoint to resume from (None for a fresh run) and the card info
         (arguments as :func:`run` takes them)."""
         if init is not None and self.init_refusal is not None:
             raise ValueError(self.init_refusal)
+        if init is not None and (Path(init) / CONFIG_NAME).is_file():
+            # The stages load --init with from_pretrained, which would read a pickle file without a word (and fail
+            # on a folder without weights with a traceback); a folder without config.json gets the stage's error.
+            weights_file(init, allow_pickle)
         stage_config = load_stage_config(config)
         self.check_config(stage_config)
         annotation = read_annotation(data)
-        checkpoint = resume_checkpoint(output, resume)
-        run = StageRun(self, stage_config, data, images, output, annotation, checkpoint, init, tuple(trainer_args))
+        checkpoint = resume_checkpoint(output, resume, overwrite)
+        if skip_image_check:
+            log_skipped_image_check(images)
+        else:
+            check_images(annotation, images, splits=[split for split in TRAINING_SPLITS if split in annotation])
+        run = StageRun(
+            self, stage_config, data, images, output, annotation, checkpoint, init, tuple(trainer_args), allow_pickle
+        )
         parts = self.build(run)
+        if overwrite:
+            # Only now: a config, data or init error above leaves the earlier run as it was.
+            remove_previous_run(output)
         trainer = self.trainer_class(
             model=parts.model,
             args=parts.args,
@@ -162,10 +192,15 @@ class TrainingStage:
         resume: bool = False,
         init: str | os.PathLike | None = None,
         trainer_args: Sequence[str] = (),
+        overwrite: bool = False,
+        skip_image_check: bool = False,
+        allow_pickle: bool = False,
     ) -> Path:
         """Train the stage and save the final (best, when ``load_best_model_at_end``) model folder in ``output``
         (see :mod:`cxrgen.trainers.stage_config` for the arguments)."""
-        trainer, checkpoint, info = self.build_trainer(config, data, images, output, resume, init, trainer_args)
+        trainer, checkpoint, info = self.build_trainer(
+            config, data, images, output, resume, init, trainer_args, overwrite, skip_image_check, allow_pickle
+        )
         trainer.train(resume_from_checkpoint=checkpoint)
         return self.save(trainer, Path(output), info)
 

@@ -4,16 +4,23 @@ Stage entry point
 -----------------
 Every stage module named in :data:`STAGES` exposes::
 
-    run(config, data, images, output, resume=False, init=None, trainer_args=()) -> pathlib.Path
+    run(config, data, images, output, resume=False, init=None, trainer_args=(), overwrite=False,
+        skip_image_check=False, allow_pickle=False) -> pathlib.Path
 
 - ``config``: a preset name, a YAML file (schema below) or an already loaded dict of that schema;
 - ``data``: an R2Gen ``annotation.json``; ``images``: the root its image paths are relative to;
 - ``output``: the run folder; it receives the ``checkpoint-<step>`` folders and, at the end, the final model;
-- ``resume``: continue from the latest ``checkpoint-<step>`` in ``output`` (same config, data and arguments);
+- ``resume``: continue from the newest complete ``checkpoint-<step>`` in ``output`` (same config, data and
+  arguments); newer incomplete ones (a run killed while writing one) are skipped with a warning naming each;
 - ``init``: a model folder of the previous stage to start from (RadCARE or a backbone folder for VLCI, TRRG stage 1
   for TRRG);
 - ``trainer_args``: Trainer arguments as command-line strings, e.g. ``["--learning_rate", "1e-4",
-  "--report_to", "tensorboard"]`` (see :func:`cxrgen.trainers.arguments.build_training_args`).
+  "--report_to", "tensorboard"]`` (see :func:`cxrgen.trainers.arguments.build_training_args`);
+- ``overwrite``: a fresh run refuses an ``output`` that holds checkpoints or a model; with ``overwrite`` the earlier
+  run's outputs there (model, card, ``evaluation-*``, checkpoints) are removed once the run is built, other files kept;
+- ``skip_image_check``: do not decode every train and val image before the first step (said in the log); by default
+  one error lists every unreadable image, and studies with more views than the model takes are refused;
+- ``allow_pickle``: an ``init`` folder may hold pickle weights (``pytorch_model.bin``) instead of safetensors.
 
 It returns ``output``, which then holds a complete model folder: safetensors weights, config with ``auto_map`` and
 ``custom_pipelines``, the remote code, the processor and a model card (README.md). ``cxrgen train <stage>`` calls it.

@@ -9,11 +9,17 @@ from cxrgen.trainers.stage_config import StageConfig
 
 
 def load_split(
-    annotation: dict | str | os.PathLike, image_root: str | os.PathLike, split: str, required: bool = True
+    annotation: dict | str | os.PathLike,
+    image_root: str | os.PathLike,
+    split: str,
+    required: bool = True,
+    images_checked: bool = False,
 ) -> datasets.Dataset | None:
     """One split of an annotation (object or path) as a ``datasets.Dataset`` with decoded ``images``.
 
     Returns None for a missing or empty split unless ``required``, in which case that is an error.
+    ``images_checked``: the caller decode-checked the split's images (as
+    :func:`cxrgen.data.annotation.annotation_to_dataset_dict` takes it).
     """
     if not isinstance(annotation, dict):
         annotation = read_annotation(annotation)
@@ -24,7 +30,7 @@ def load_split(
                 f"{ {name: len(entries) for name, entries in annotation.items()} }); training needs them."
             )
         return None
-    return annotation_to_dataset_dict({split: annotation[split]}, image_root)[split]
+    return annotation_to_dataset_dict({split: annotation[split]}, image_root, images_checked=images_checked)[split]
 
 
 def is_phantom_annotation(annotation: dict) -> bool:

@@ -57,7 +57,8 @@ from transformers import (
 
 from cxrgen.compat import checkpointing_requested
 from cxrgen.data.trrg_collators import TrrgCollator
-from cxrgen.modeling.trrg import TrrgForConditionalGeneration
+from cxrgen.modeling.loading import load_model_folder
+from cxrgen.modeling.trrg import TrrgForConditionalGeneration, TrrgForContrastivePretraining
 from cxrgen.modeling.trrg.configuration_trrg import TrrgConfig
 from cxrgen.presets import stage_preset
 from cxrgen.processing.image_processing_cxr import CxrImageProcessor
@@ -227,9 +228,13 @@ def build_model_and_processor(
     train_reports: Iterable[str],
     init: str | os.PathLike | None = None,
     options: tuple[dict, dict, dict] | None = None,
+    allow_pickle: bool = False,
 ) -> tuple[TrrgForConditionalGeneration, TrrgProcessor, str | None]:
     """A fresh ``TrrgForConditionalGeneration`` (full precision), its ``TrrgProcessor`` and a line saying what
-    ``init`` transferred (None without ``init``); ``options`` are the :func:`model_options`, read when None."""
+    ``init`` transferred (None without ``init``); ``options`` are the :func:`model_options`, read when None.
+
+    The stage-1 folder ``init`` is loaded with :func:`cxrgen.modeling.loading.load_model_folder`: safetensors only
+    unless ``allow_pickle``, and weights that do not fit its config.json are one short error."""
     options, extra, settings = model_options(stage_config) if options is None else options
     options = dict(options)
     prompt = settings.get("prompt", DEFAULT_PROMPT)
@@ -263,7 +268,8 @@ def build_model_and_processor(
                 "vision encoder); remove it."
             )
         stage1 = load_processor(init)
-        parts.update(contrastive_model=str(init), contrastive_tokenizer=stage1.tokenizer)
+        contrastive = load_model_folder(init, TrrgForContrastivePretraining, allow_pickle=allow_pickle)
+        parts.update(contrastive_model=contrastive, contrastive_tokenizer=stage1.tokenizer)
         image_processor = stage1.image_processor
     else:
         vision = extra["vision_encoder"] or sub_config(vision_config, stage_config.source, "vision_config")
@@ -360,7 +366,9 @@ class TrrgStage(TrainingStage):
                 model = TrrgForConditionalGeneration.from_pretrained(checkpoint)
                 processor = load_processor(checkpoint, TrrgProcessor)
             else:
-                model, processor, transferred = build_model_and_processor(run.config, train["report"], init, options)
+                model, processor, transferred = build_model_and_processor(
+                    run.config, train["report"], init, options, run.allow_pickle
+                )
         else:
             # Every process builds the same base (same seed); the first writes it, the others wait and read it back.
             with args.main_process_first(desc="TRRG LoRA base model"):
@@ -368,7 +376,7 @@ class TrrgStage(TrainingStage):
                     if checkpoint is not None:
                         raise ValueError(f"--resume: {base_folder} (the base model of the LoRA run) is missing.")
                     model, processor, transferred = build_model_and_processor(
-                        run.config, train["report"], init, options
+                        run.config, train["report"], init, options, run.allow_pickle
                     )
                     if args.should_save:
                         model.save_pretrained(base_folder)

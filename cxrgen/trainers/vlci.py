@@ -112,6 +112,7 @@ class VlciStage(TrainingStage):
             train["report"],
             run.checkpoint if run.checkpoint is not None else (init if from_radcare else None),
         )
+        run.check_views(model_config.num_views)
         defaults = {
             **TRAINING_DEFAULTS,
             "generation_num_beams": model_config.generation_num_beams,
