@@ -10,13 +10,13 @@ from safetensors.torch import load_file
 from test_trrg_common import IMAGE_SIZE as TRRG_IMAGE_SIZE
 from test_trrg_common import build_tokenizer as build_trrg_tokenizer
 from test_trrg_common import trrg_config
+from tiny_folders import save_phantom_card
 from transformers import AutoModel, pipeline
 
 from cxrgen.cli import main
 from cxrgen.data.annotation import read_annotation
 from cxrgen.data.phantom_benchmark import build_phantom_benchmark
 from cxrgen.evaluation.predictions import read_predictions
-from cxrgen.hub_cards import build_model_card, save_model_card
 from cxrgen.labels import CHEXPERT_OBSERVATIONS
 from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration, CmcrlForPreTraining
 from cxrgen.modeling.trrg import TrrgForConditionalGeneration
@@ -51,20 +51,7 @@ def cmcrl_folder(phantom, tmp_path_factory):
     folder = tmp_path_factory.mktemp("cmcrl") / "model"
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    card = build_model_card(
-        folder,
-        model_name="tiny CMCRL",
-        repo_id="cxrgen-test/cmcrl-cli",
-        method="cmcrl",
-        metrics=None,
-        dataset_name="cxrgen phantom (synthetic)",
-        dataset_id="cxrgen-phantom-synthetic",
-        dataset_split="test",
-        metrics_source_description=None,
-        is_phantom_data=True,
-        training_setup="untrained test model",
-    )
-    save_model_card(card, folder)
+    save_phantom_card(folder, "cmcrl", "tiny CMCRL", repo_id="cxrgen-test/cmcrl-cli")
     return folder
 
 

@@ -22,11 +22,12 @@ REPORTS = [
 ]
 
 
-def _save_card(folder, method, name):
+def save_phantom_card(folder, method, name, repo_id=None):
+    """Write the phantom-data card of an untrained test model into ``folder``."""
     card = build_model_card(
         folder,
         model_name=name,
-        repo_id=f"cxrgen-test/{method}-app",
+        repo_id=repo_id or f"cxrgen-test/{method}-app",
         method=method,
         metrics=None,
         dataset_name="cxrgen phantom (synthetic)",
@@ -49,7 +50,7 @@ def save_cmcrl_folder(folder, seed=0):
     model = CmcrlForConditionalGeneration(CmcrlConfig.from_preset("tiny", vocab_size=len(tokenizer))).eval()
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    _save_card(folder, "cmcrl", "tiny CMCRL")
+    save_phantom_card(folder, "cmcrl", "tiny CMCRL")
     return folder
 
 
@@ -60,5 +61,5 @@ def save_trrg_folder(folder, seed=0):
     TrrgForConditionalGeneration(config).eval().save_pretrained(folder)
     image_processor = CxrImageProcessor(size={"height": TRRG_IMAGE_SIZE, "width": TRRG_IMAGE_SIZE})
     TrrgProcessor.for_model(config, image_processor, build_trrg_tokenizer()).save_pretrained(folder)
-    _save_card(folder, "trrg", "tiny TRRG")
+    save_phantom_card(folder, "trrg", "tiny TRRG")
     return folder
