@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 from transformers import AutoConfig, PreTrainedConfig
 
+from cxrgen.modeling.trrg.configuration_trrg import merge_config_values
+
 
 def merge_model_options(
     base: dict, overrides: dict, config_class: type, extra_keys: Iterable[str], source: str
@@ -18,18 +20,7 @@ def merge_model_options(
         raise ValueError(
             f"{source}: unknown key(s) {unknown} in 'model'; expected {config_class.__name__} fields or {list(extra_keys)}."
         )
-    merged = dict(base)
-    for key, value in overrides.items():
-        previous = merged.get(key)
-        if (
-            isinstance(value, dict)
-            and isinstance(previous, dict)
-            and value.get("model_type", previous.get("model_type")) == previous.get("model_type")
-        ):
-            merged[key] = {**previous, **value}
-        else:
-            merged[key] = value
-    return merged
+    return merge_config_values(base, overrides)
 
 
 def sub_config(values: dict | PreTrainedConfig | None, source: str, name: str) -> PreTrainedConfig | None:

@@ -129,20 +129,25 @@ def sub_config(value: dict | PreTrainedConfig | None, default: dict) -> PreTrain
     return AutoConfig.for_model(kwargs.pop("model_type", default["model_type"]), **kwargs)
 
 
-def preset_values(config_class: type, name_or_path: str | os.PathLike, overrides: dict) -> dict:
-    """Config kwargs of a preset updated by `overrides`: a sub-config mapping is merged into the preset's unless it
-    names another `model_type`; any other override (a config object included) replaces the preset's value."""
-    values = copy.deepcopy(preset_model(config_class, name_or_path))
+def merge_config_values(values: dict, overrides: dict) -> dict:
+    """`values` updated by `overrides`: a sub-config mapping is merged into the one it overrides unless it names
+    another `model_type`; any other override (a config object included) replaces the value."""
+    merged = dict(values)
     for key, value in overrides.items():
-        previous = values.get(key)
+        previous = merged.get(key)
         if (
             isinstance(value, dict)
             and isinstance(previous, dict)
             and value.get("model_type", previous.get("model_type")) == previous.get("model_type")
         ):
             value = {**previous, **value}
-        values[key] = value
-    return values
+        merged[key] = value
+    return merged
+
+
+def preset_values(config_class: type, name_or_path: str | os.PathLike, overrides: dict) -> dict:
+    """Config kwargs of a preset updated by `overrides` (see `merge_config_values`)."""
+    return merge_config_values(copy.deepcopy(preset_model(config_class, name_or_path)), overrides)
 
 
 def _check_observations(config):
