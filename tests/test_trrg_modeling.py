@@ -74,7 +74,7 @@ def test_left_padding_matches_unpadded_generation():
     assert torch.equal(plain[:, ids.shape[1] :], left[:, padded.shape[1] :])
 
 
-@pytest.mark.parametrize("selection", ["threshold", "all", "topk"])
+@pytest.mark.parametrize("selection", ["threshold", "all", "topk", "none"])
 def test_zero_all_and_mixed_clue_counts_in_one_batch(selection, monkeypatch):
     model = make_model(clue_selection=selection, clue_top_k=5, clue_threshold=0.5)
     probs = torch.full((3, 14), 0.1)
@@ -87,10 +87,10 @@ def test_zero_all_and_mixed_clue_counts_in_one_batch(selection, monkeypatch):
         out = model(input_ids=ids, pixel_values=pv)
         perception = model.get_image_features(pv)
     slots = model.config.num_clue_tokens
-    expected = {"threshold": [0, 14, 3], "all": [14, 14, 14], "topk": [5, 5, 5]}[selection]
+    expected = {"threshold": [0, 14, 3], "all": [14, 14, 14], "topk": [5, 5, 5], "none": [0, 0, 0]}[selection]
     assert out.clue_mask.sum(1).tolist() == expected
     assert out.clue_ids.shape == (3, slots) and torch.isfinite(out.logits).all()
-    if selection != "all":
+    if selection in ("threshold", "topk"):
         # most probable first: the mixed study's clues are Edema, Cardiomegaly, Pneumothorax
         assert out.clue_ids[2, :3].tolist() == [5, 2, 9]
     null = model.model.clue_injector.null_clue
@@ -108,6 +108,35 @@ def test_zero_all_and_mixed_clue_counts_in_one_batch(selection, monkeypatch):
         assert [c["observation"] for c in findings[2]["clues"]] == ["Edema", "Cardiomegaly", "Pneumothorax"]
         assert all(c["polarity"] == "positive" for c in findings[2]["clues"])
     assert findings[1]["probabilities"]["Edema"] == pytest.approx(0.9)
+
+
+def test_clue_probabilities_replace_the_zero_shot_head_in_forward_and_generate(monkeypatch):
+    model = make_model(clue_selection="threshold", clue_threshold=0.5)
+    own = torch.full((2, 14), 0.1)
+    swapped = torch.full((2, 14), 0.1)
+    swapped[:, [2, 9]] = 0.9
+    fixed_probabilities(model, monkeypatch, own)
+    ids = prompt_ids(model.config, TEXT, batch=2)
+    pv = pixels(2)
+    with torch.no_grad():
+        plain = model(input_ids=ids, pixel_values=pv)
+        given = model(input_ids=ids, pixel_values=pv, clue_probabilities=swapped)
+    assert plain.clue_mask.sum().item() == 0 and given.clue_mask.sum(1).tolist() == [2, 2]
+    torch.testing.assert_close(given.disease_probs, swapped)
+    assert not torch.allclose(plain.logits, given.logits)
+    # the swapped-in clues give what the zero-shot head gives when it sees those probabilities itself
+    fixed_probabilities(model, monkeypatch, swapped)
+    with torch.no_grad():
+        steered = model(input_ids=ids, pixel_values=pv)
+    torch.testing.assert_close(steered.logits, given.logits)
+    kwargs = {"input_ids": ids, "pixel_values": pv, "attention_mask": torch.ones_like(ids), "max_new_tokens": 6}
+    for num_beams in (1, 2):  # every study's rows are alike, so the stub serves the beam-expanded batch as well
+        fixed_probabilities(model, monkeypatch, swapped.repeat(num_beams, 1))
+        expected = model.generate(**kwargs, num_beams=num_beams)
+        fixed_probabilities(model, monkeypatch, own.repeat(num_beams, 1))
+        assert torch.equal(model.generate(**kwargs, num_beams=num_beams, clue_probabilities=swapped), expected)
+    with pytest.raises(ValueError, match=r"clue_probabilities must have shape \(2, 14\)"):
+        model(input_ids=ids, pixel_values=pv, clue_probabilities=swapped[:, :3])
 
 
 def test_placeholder_count_mismatch_raises():

@@ -113,7 +113,7 @@ def preset_model(config_class: type, name_or_path: str | os.PathLike) -> dict:
     return models[config_class.model_type]
 
 
-CLUE_SELECTIONS = ("threshold", "topk", "all")
+CLUE_SELECTIONS = ("threshold", "topk", "all", "none")
 MULTI_VIEW_FUSIONS = ("concat", "mean")
 
 
@@ -260,8 +260,9 @@ class TrrgConfig(PreTrainedConfig):
     `vision_config` is any transformers vision encoder config (default Swin-B), `text_config` any causal LM config
     (default Llama). `projection_dim` is the stage-1 joint space width that the zero-shot prompt embeddings live in.
     Clue selection: "threshold" keeps the observations whose zero-shot probability reaches `clue_threshold` (one
-    float, or one per observation), "topk" the `clue_top_k` most probable, "all" every observation; the prompt
-    always carries `num_clue_tokens` clue slots, the unused ones filled with a learned "no clue" embedding.
+    float, or one per observation), "topk" the `clue_top_k` most probable, "all" every observation, "none" no
+    observation (the ablation without clues: every slot is empty); the prompt always carries `num_clue_tokens` clue
+    slots, the unused ones filled with a learned "no clue" embedding.
     `num_query_tokens` learned queries read the visual tokens and the clues in an `interaction_hidden_size`-wide
     module (projected to the LLM width afterwards); `multi_view_fusion` "concat" lets them attend over the
     tokens of all real views, "mean" averages the views first (R2GenGPT).

@@ -478,7 +478,8 @@ class TrrgClueInjector(nn.Module):
         """(B, D) probabilities, (D, 2, P) prompt embeddings -> clues (B, S, H), then the observation index,
         polarity (1 = positive) and selection mask of each slot, all (B, S)."""
         positive = probs >= torch.tensor(self.thresholds, dtype=probs.dtype, device=probs.device)
-        selected = positive if self.selection == "threshold" else torch.ones_like(positive)
+        every = torch.full_like(positive, self.selection != "none")
+        selected = positive if self.selection == "threshold" else every
         # most probable first; unselected observations sort behind every selected one
         score = torch.where(selected, probs, probs - 2.0)
         order = score.sort(dim=-1, descending=True, stable=True).indices[:, : self.num_slots]
@@ -638,15 +639,30 @@ class TrrgModel(TrrgPreTrainedModel):
         self.language_model.set_input_embeddings(value)
 
     def get_image_features(
-        self, pixel_values: torch.FloatTensor, pixel_mask: torch.Tensor | None = None
+        self,
+        pixel_values: torch.FloatTensor,
+        pixel_mask: torch.Tensor | None = None,
+        clue_probabilities: torch.FloatTensor | None = None,
     ) -> TrrgPerception:
         """The whole vision side: visual tokens and clues for the placeholders, plus the structured findings.
 
         `pixel_values` (B, V, C, H, W) or (B, C, H, W); `pixel_mask` (B, V) is 1 for real views, 0 for padding.
+        `clue_probabilities` (B, D) replace the zero-shot head's probabilities as the source of the clues (and of
+        `disease_probs`): clues from another classifier, or another study's clues swapped in to test that the reports
+        follow them.
         """
         pixel_values, view_mask = _check_pixel_inputs(pixel_values, pixel_mask)
         patch, glob = _encode_views(self.vision_tower, pixel_values, view_mask)
-        probs = torch.sigmoid(self.zero_shot_head(glob, view_mask))
+        if clue_probabilities is None:
+            probs = torch.sigmoid(self.zero_shot_head(glob, view_mask))
+        else:
+            expected = (pixel_values.shape[0], len(self.config.observation_names))
+            if tuple(clue_probabilities.shape) != expected:
+                raise ValueError(
+                    f"clue_probabilities must have shape {expected} (studies, observations), "
+                    f"got {tuple(clue_probabilities.shape)}"
+                )
+            probs = clue_probabilities.to(device=glob.device, dtype=glob.dtype)
         clues, clue_ids, polarity, clue_mask = self.clue_injector(probs, self.zero_shot_head.prompt_embeds)
 
         visual = self.projector(torch.cat([glob[:, :, None], patch], dim=2))  # (B, V, 1 + N, H), global first
@@ -717,10 +733,12 @@ class TrrgModel(TrrgPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
+        clue_probabilities: torch.FloatTensor | None = None,
         **kwargs,
     ) -> TrrgModelOutputWithPast | tuple:
         """LLM hidden states for the prompt with the image features scattered into its placeholders (when
-        `pixel_values` are given), plus the perception of those images."""
+        `pixel_values` are given), plus the perception of those images (`clue_probabilities`: see
+        `get_image_features`)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -734,7 +752,7 @@ class TrrgModel(TrrgPreTrainedModel):
                 raise ValueError(
                     f"pixel_values has {pixel_values.shape[0]} studies for {inputs_embeds.shape[0]} sequences"
                 )
-            image_features = self.get_image_features(pixel_values, pixel_mask)
+            image_features = self.get_image_features(pixel_values, pixel_mask, clue_probabilities)
             inputs_embeds = self.scatter_image_features(input_ids, inputs_embeds, image_features)
 
         outputs = self.language_model(
@@ -855,10 +873,13 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
         return rf".*language_model\..*(attn|attention)\.({names})"
 
     def get_image_features(
-        self, pixel_values: torch.FloatTensor, pixel_mask: torch.Tensor | None = None
+        self,
+        pixel_values: torch.FloatTensor,
+        pixel_mask: torch.Tensor | None = None,
+        clue_probabilities: torch.FloatTensor | None = None,
     ) -> TrrgPerception:
         """See `TrrgModel.get_image_features`."""
-        return self.model.get_image_features(pixel_values, pixel_mask)
+        return self.model.get_image_features(pixel_values, pixel_mask, clue_probabilities)
 
     def get_placeholder_mask(
         self, input_ids: torch.LongTensor | None, inputs_embeds: torch.FloatTensor, image_features: TrrgPerception
@@ -919,9 +940,12 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
         disease_labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        clue_probabilities: torch.FloatTensor | None = None,
         **kwargs,
     ) -> TrrgCausalLMOutputWithPast | tuple:
-        """Causal LM forward; `labels` (-100 = ignored) give the LM loss, `disease_labels` (B, D) the consistency loss."""
+        """Causal LM forward; `labels` (-100 = ignored) give the LM loss, `disease_labels` (B, D) the consistency loss;
+        `clue_probabilities` (B, D) replace the zero-shot probabilities the clues come from (`generate` takes them
+        too, e.g. to swap in another study's clues)."""
         if "num_items_in_batch" in kwargs:
             raise ValueError(
                 "the TRRG loss is a per-batch mean (accepts_loss_kwargs = False): num_items_in_batch would rescale "
@@ -936,6 +960,7 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            clue_probabilities=clue_probabilities,
             return_dict=True,
             **kwargs,
         )
