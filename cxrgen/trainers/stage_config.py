@@ -33,7 +33,7 @@ Every top-level key is optional; unknown keys are an error::
     preset: tiny            # a preset of the stage's method: a name of cxrgen.presets.list_presets() or a file path
     model: {...}            # model config overrides, e.g. {hidden_size: 64, dropout: 0.2}
     processor: {...}        # how a new processor is built: CMCRL {min_frequency: 3, cleaning_style: iu}
-    data: {...}             # data options: CMCRL {augment: true}; VLCI also {balance_power: 0}
+    data: {...}             # data options: CMCRL {augment: true}; VLCI also {balance_power: 0}; TRRG {balance_power: 0}
     training: {...}         # TrainingArguments fields (Seq2SeqTrainingArguments for generation stages)
     card: {...}             # model card: model_name, repo_id, dataset_name, dataset_id, phantom_data
 

@@ -2,13 +2,15 @@
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedModel
 from transformers.utils import SAFE_WEIGHTS_NAME
+
+from cxrgen.data.sampling import WeightedEpochSampler
 
 
 class StageCollatorsMixin:
@@ -41,6 +43,20 @@ class StageCollatorsMixin:
         )
 
 
+class WeightedSamplingMixin:
+    """Trainer mixin: draw training studies by ``train_sample_weights`` when given
+    (:class:`cxrgen.data.sampling.WeightedEpochSampler`, seeded by ``args.seed``), else as the Trainer does."""
+
+    def __init__(self, *args, train_sample_weights: Sequence[float] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.train_sample_weights = train_sample_weights
+
+    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
+        if self.train_sample_weights is None:
+            return super()._get_train_sampler(train_dataset)
+        return WeightedEpochSampler(self.train_sample_weights, seed=self.args.seed)
+
+
 class CheckpointReloadMixin:
     """Trainer mixin: reload checkpoints (``--resume``, ``load_best_model_at_end``) through ``from_pretrained``.
 
@@ -70,4 +86,4 @@ class CheckpointReloadMixin:
             super()._load_best_model()
 
 
-__all__ = ["CheckpointReloadMixin", "StageCollatorsMixin"]
+__all__ = ["CheckpointReloadMixin", "StageCollatorsMixin", "WeightedSamplingMixin"]

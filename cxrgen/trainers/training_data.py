@@ -3,8 +3,10 @@
 import os
 
 import datasets
+import torch
 
 from cxrgen.data.annotation import annotation_to_dataset_dict, read_annotation
+from cxrgen.data.sampling import observation_balance_weights
 from cxrgen.trainers.stage_config import StageConfig
 
 
@@ -43,13 +45,13 @@ def is_phantom_annotation(annotation: dict) -> bool:
     )
 
 
-def data_options(stage_config: StageConfig, balance: bool = False) -> dict:
-    """The YAML ``data`` options of the CMCRL stages: ``augment`` (default true) applies the image processor's
-    train-time augmentation (random crop and flip, deterministic per batch) to the training data only; with
-    ``balance`` (stages that sample studies), ``balance_power`` (default 0: off) samples training studies by the
+def data_options(stage_config: StageConfig, balance: bool = False, augment: bool = True) -> dict:
+    """The YAML ``data`` options of a stage: ``augment`` (stages that augment; default true) applies the image
+    processor's train-time augmentation (random crop and flip, deterministic per batch) to the training data only;
+    with ``balance`` (stages that sample studies), ``balance_power`` (default 0: off) samples training studies by the
     rarity of their positive observations (:func:`cxrgen.data.sampling.observation_balance_weights`)."""
-    allowed = ("augment", "balance_power") if balance else ("augment",)
-    options = {"augment": True, "balance_power": 0.0, **stage_config.section("data", allowed)}
+    allowed = ("augment",) * augment + ("balance_power",) * balance
+    options = {"augment": augment, "balance_power": 0.0, **stage_config.section("data", allowed)}
     if not isinstance(options["augment"], bool):
         raise ValueError(f"{stage_config.source}: data.augment must be true or false, got {options['augment']!r}.")
     power = options["balance_power"]
@@ -58,4 +60,11 @@ def data_options(stage_config: StageConfig, balance: bool = False) -> dict:
     return options
 
 
-__all__ = ["data_options", "is_phantom_annotation", "load_split"]
+def sample_weights(train: datasets.Dataset, options: dict) -> torch.Tensor | None:
+    """Per-study sampling weights of the training split for ``data.balance_power`` (None when it is off)."""
+    if not options["balance_power"]:
+        return None
+    return observation_balance_weights(list(train["labels"]), options["balance_power"])
+
+
+__all__ = ["data_options", "is_phantom_annotation", "load_split", "sample_weights"]

@@ -19,6 +19,8 @@ Config (see cxrgen.trainers.stage_config for the YAML schema):
   added and the embeddings resized) or null: an LLM from ``text_config`` with a word-level tokenizer built from the
   training reports; ``vision_encoder``: a vision checkpoint for the tower (not with ``--init``); ``lora``: null (full
   fine-tuning) or ``{r, alpha, dropout}``; ``load_in_4bit``: nf4 LLM weights (bitsandbytes; needs ``lora``).
+- ``data``: ``balance_power`` (default 0: off) draws training studies by the rarity of their positive observations
+  (:func:`cxrgen.data.sampling.observation_balance_weights`), as VLCI does.
 - ``processor``: ``image_size`` (default: the vision config's; with ``--init`` the stage-1 image processor is used),
   ``max_length`` (whole sequence: prompt + report + EOS; the report is cut, never the EOS), ``min_frequency`` (of the
   word-level tokenizer), ``prompt`` (the instruction).
@@ -71,7 +73,8 @@ from cxrgen.trainers.model_options import merge_model_options, sub_config, visio
 from cxrgen.trainers.processors import load_processor
 from cxrgen.trainers.stage import StageParts, StageRun, TrainingStage
 from cxrgen.trainers.stage_config import StageConfig
-from cxrgen.trainers.trainer_mixins import CheckpointReloadMixin
+from cxrgen.trainers.trainer_mixins import CheckpointReloadMixin, WeightedSamplingMixin
+from cxrgen.trainers.training_data import data_options, sample_weights
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +138,9 @@ class GeneratedReports:
         return self.processor.post_process_generation(ids, prompt_length=0)
 
 
-class TrrgTrainer(CheckpointReloadMixin, Trainer):
-    """A Trainer whose evaluation generates reports from each sequence's prompt (see the module docstring)."""
+class TrrgTrainer(CheckpointReloadMixin, WeightedSamplingMixin, Trainer):
+    """A Trainer whose evaluation generates reports from each sequence's prompt (see the module docstring), and
+    which draws training studies by ``train_sample_weights`` when given."""
 
     def __init__(self, *args, generation_kwargs: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -346,7 +350,7 @@ class TrrgStage(TrainingStage):
     trainer_class = TrrgTrainer
 
     def check_config(self, config: StageConfig) -> None:
-        config.section("data", ())
+        data_options(config, balance=True, augment=False)
 
     def build(self, run: StageRun) -> StageParts:
         """The stage-2 parts; the model is a peft model for LoRA runs."""
@@ -357,6 +361,7 @@ class TrrgStage(TrainingStage):
         check_best_metric(args)
         train = run.split("train")
         val = run.eval_split(args)
+        data = data_options(run.config, balance=True, augment=False)
 
         checkpoint, init = run.checkpoint, run.init
         base_folder = Path(run.output) / BASE_MODEL_DIR
@@ -400,6 +405,7 @@ class TrrgStage(TrainingStage):
             "LLM weights": "nf4 (4-bit)" if extra["load_in_4bit"] else "full precision",
             "best model metric": args.metric_for_best_model if args.load_best_model_at_end else "last checkpoint",
             "evaluation beams": generation["num_beams"],
+            "observation-balanced sampling (power)": data["balance_power"] or "off",
         }
         info = run.card_info(
             args,
@@ -426,7 +432,7 @@ class TrrgStage(TrainingStage):
             info=info,
             # LoRA checkpoints hold the adapter (and the processor), not a model folder to check and card.
             checkpoints_are_model_folders=lora is None,
-            trainer_kwargs={"generation_kwargs": generation},
+            trainer_kwargs={"generation_kwargs": generation, "train_sample_weights": sample_weights(train, data)},
         )
 
     def save(self, trainer: Trainer, output: Path, info: CardInfo) -> Path:

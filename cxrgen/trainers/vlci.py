@@ -26,12 +26,10 @@ import logging
 import os
 from pathlib import Path
 
-from torch.utils.data import Sampler
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 from transformers.trainer_utils import EvalLoopOutput
 
 from cxrgen.data.collators import StudyCollator
-from cxrgen.data.sampling import WeightedEpochSampler, observation_balance_weights
 from cxrgen.evaluation.report import reference_reports
 from cxrgen.modeling import read_model_config
 from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration
@@ -39,8 +37,8 @@ from cxrgen.trainers.arguments import check_best_metric
 from cxrgen.trainers.metrics import report_metrics
 from cxrgen.trainers.processors import cmcrl_config_and_processor
 from cxrgen.trainers.stage import StageParts, StageRun, TrainingStage
-from cxrgen.trainers.trainer_mixins import StageCollatorsMixin
-from cxrgen.trainers.training_data import data_options
+from cxrgen.trainers.trainer_mixins import StageCollatorsMixin, WeightedSamplingMixin
+from cxrgen.trainers.training_data import data_options, sample_weights
 
 logger = logging.getLogger(__name__)
 
@@ -63,19 +61,10 @@ TRAINING_DEFAULTS = {
 }
 
 
-class VlciTrainer(StageCollatorsMixin, Seq2SeqTrainer):
+class VlciTrainer(StageCollatorsMixin, WeightedSamplingMixin, Seq2SeqTrainer):
     """A Seq2SeqTrainer that collates the training set with ``train_data_collator`` (with augmentation) and the
     evaluation sets with ``data_collator`` (without), and draws training studies by ``train_sample_weights`` when
-    given (:class:`cxrgen.data.sampling.WeightedEpochSampler`)."""
-
-    def __init__(self, *args, train_sample_weights: list[float] | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.train_sample_weights = train_sample_weights
-
-    def _get_train_sampler(self, train_dataset=None) -> Sampler | None:
-        if self.train_sample_weights is None:
-            return super()._get_train_sampler(train_dataset)
-        return WeightedEpochSampler(self.train_sample_weights, seed=self.args.seed)
+    given."""
 
     def evaluation_loop(self, *args, **kwargs) -> EvalLoopOutput:
         # Seq2SeqTrainer gathers with `gather`, which keeps the samples that distributed evaluation repeats to fill
@@ -169,11 +158,7 @@ class VlciStage(TrainingStage):
                 "train_data_collator": StudyCollator(
                     processor, num_views=model_config.num_views, augment_seed=args.seed if options["augment"] else None
                 ),
-                "train_sample_weights": (
-                    observation_balance_weights(list(train["labels"]), options["balance_power"])
-                    if options["balance_power"]
-                    else None
-                ),
+                "train_sample_weights": sample_weights(train, options),
             },
         )
 

@@ -265,7 +265,8 @@ class TrrgConfig(PreTrainedConfig):
     slots, the unused ones filled with a learned "no clue" embedding.
     `num_query_tokens` learned queries read the visual tokens and the clues in an `interaction_hidden_size`-wide
     module (projected to the LLM width afterwards); `multi_view_fusion` "concat" lets them attend over the
-    tokens of all real views, "mean" averages the views first (R2GenGPT).
+    tokens of all real views, "mean" averages the views first (R2GenGPT). `freeze_zero_shot_head` keeps the stage-1
+    perception the clues come from as it was trained; `freeze_vision_tower` keeps the stage-1 vision features too.
     """
 
     model_type = "trrg"
@@ -286,6 +287,7 @@ class TrrgConfig(PreTrainedConfig):
     multi_view_fusion: str = "concat"
     projector_hidden_act: str = "gelu"
     freeze_zero_shot_head: bool = True
+    freeze_vision_tower: bool = False
     disease_loss_weight: float = 0.1
     image_token_id: int | None = None
     clue_token_id: int | None = None

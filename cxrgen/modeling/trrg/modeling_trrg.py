@@ -619,17 +619,26 @@ class TrrgModel(TrrgPreTrainedModel):
         self.interaction = TrrgClueInteraction(config)
         self.disease_head = nn.Linear(config.interaction_hidden_size, len(config.observation_names))
         self.language_model = AutoModel.from_config(config.text_config)
-        if config.freeze_zero_shot_head:
-            self.zero_shot_head.requires_grad_(False)
+        self._freeze()
         self.post_init()
 
+    def _freeze(self) -> None:
+        for frozen, module in (
+            (self.config.freeze_zero_shot_head, self.zero_shot_head),
+            (self.config.freeze_vision_tower, self.vision_tower),
+        ):
+            if frozen:
+                module.requires_grad_(False)
+
     def train(self, mode: bool = True) -> "TrrgModel":
-        """`nn.Module.train`, keeping the zero-shot head frozen when `config.freeze_zero_shot_head` is set."""
+        """`nn.Module.train`, keeping the zero-shot head and the vision tower frozen when `config.freeze_zero_shot_head`
+        / `config.freeze_vision_tower` are set (a frozen tower also stays in eval mode, its dropout off)."""
         # from_pretrained re-creates parameters with requires_grad=True and ends with eval(): re-freezing here keeps
-        # the head frozen in loaded models too, before any optimizer collects their parameters.
+        # the modules frozen in loaded models too, before any optimizer collects their parameters.
         super().train(mode)
-        if self.config.freeze_zero_shot_head:
-            self.zero_shot_head.requires_grad_(False)
+        self._freeze()
+        if self.config.freeze_vision_tower:
+            self.vision_tower.eval()
         return self
 
     def get_input_embeddings(self) -> nn.Module:
