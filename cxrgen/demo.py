@@ -84,7 +84,7 @@ def run_demo(
     preset = load_preset(method, spec.demo_preset)
     if "demo" not in preset:
         raise ValueError(f"The {spec.demo_preset!r} preset of {method} has no demo section (the demo's recipe).")
-    settings, sized = _settings(preset["demo"], image_size, max_steps, num_beams, batch_size, model_overrides)
+    settings, sized = recipe_settings(preset["demo"], image_size, max_steps, num_beams, batch_size, model_overrides)
     if not sized and settings["image_size"] != preset["demo"]["image_size"]:
         raise ValueError(
             f"image-size: the {spec.display_name} demo's vision tower (the `{spec.demo_preset}` preset) takes "
@@ -113,7 +113,7 @@ def run_demo(
     model_dir = output_dir / "model"
     steps = ", then ".join(f"{entry['title']} ({_amount(entry['training'])})" for entry in settings["stages"])
     echo(f"[2/4] Training a small {spec.display_name}: {steps} ...")
-    _train(spec, settings["stages"], annotation_path, image_root, output_dir, model_dir, source, seed)
+    train_recipe(spec, settings["stages"], annotation_path, image_root, output_dir, model_dir, source, seed)
     timings["train"] = time.perf_counter() - mark
 
     echo("[3/4] Evaluating on the test split ...")
@@ -132,9 +132,9 @@ def run_demo(
     echo("[4/4] Scoring the baselines ...")
     mark = time.perf_counter()
     references = [record["reference"] for record in evaluation["records"]]
-    baseline_reports = _baselines(annotation, image_root, model_dir, len(references))
+    baselines = baseline_reports(annotation, image_root, model_dir, len(references))
     results = {f"{spec.display_name} (trained)": evaluation["metrics"]}
-    for name, reports in baseline_reports.items():
+    for name, reports in baselines.items():
         results[name] = evaluate_reports(reports, references)
         write_predictions(
             [
@@ -175,9 +175,16 @@ def run_demo(
     return summary
 
 
-def _settings(recipe, image_size, max_steps, num_beams, batch_size, model_overrides):
-    """The recipe's settings and stage configs with the arguments given applied (see :func:`run_demo`), and whether
-    a stage's model takes ``image_size``."""
+def recipe_settings(
+    recipe: dict,
+    image_size: int | None = None,
+    max_steps: int | None = None,
+    num_beams: int | None = None,
+    batch_size: int | None = None,
+    model_overrides: dict | None = None,
+) -> tuple[dict, bool]:
+    """A demo recipe's settings and stage configs with the arguments given applied (see :func:`run_demo`), and
+    whether a stage's model takes ``image_size``."""
     stages = copy.deepcopy(recipe["stages"])
     for entry in stages:
         entry.setdefault("training", {})
@@ -221,9 +228,19 @@ def _amount(training):
     return f"{training.get('num_train_epochs', 'the stage default of')} epochs"
 
 
-def _train(method, stages, annotation_path, image_root, output_dir, model_dir, source, seed):
-    """Run the stage configs in turn, each from the previous one's folder; the last one writes ``model_dir``."""
-    init = None
+def train_recipe(
+    method: Method,
+    stages: list[dict],
+    annotation_path: str | os.PathLike,
+    image_root: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    model_dir: str | os.PathLike,
+    source: str,
+    seed: int,
+    init: str | os.PathLike | None = None,
+) -> None:
+    """Run a recipe's stage configs in turn, each from the previous one's folder (``output_dir/<folder>``; the first
+    from ``init`` when given); the last one writes ``model_dir``. ``source`` names the phantom reports on the cards."""
     for entry in stages:
         config = {"preset": method.demo_preset}
         config.update({key: entry[key] for key in ("model", "processor", "data") if key in entry})
@@ -231,7 +248,7 @@ def _train(method, stages, annotation_path, image_root, output_dir, model_dir, s
         config["card"] = _card_names(method, source)
         folder = model_dir
         if "folder" in entry:
-            folder = output_dir / entry["folder"]
+            folder = Path(output_dir) / entry["folder"]
             config["card"]["model_name"] = f"cxrgen demo {method.display_name} {entry['title']} (phantom radiographs)"
         get_stage(entry["stage"])(config, annotation_path, image_root, folder, init=init)
         init = folder
@@ -260,8 +277,11 @@ def _card_names(method, source):
     }
 
 
-def _baselines(annotation, image_root, model_dir, num_test):
-    """The two baselines' reports for the test studies, in the form the model writes (cleaned like its targets)."""
+def baseline_reports(
+    annotation: dict, image_root: str | os.PathLike, model_dir: str | os.PathLike, num_test: int
+) -> dict[str, list[str]]:
+    """The two baselines' reports for the test studies, in the form the model of ``model_dir`` writes (cleaned like
+    its targets), by :data:`BASELINE_NAMES`."""
     processor = AutoProcessor.from_pretrained(model_dir)
     train = load_split(annotation, image_root, "train")
     test = load_split(annotation, image_root, "test")

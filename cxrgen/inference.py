@@ -6,7 +6,7 @@ probability of each observation and the disease clues injected into the language
 """
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +91,7 @@ def generate_reports(
     batch_size: int = 16,
     num_beams: int | None = None,
     max_new_tokens: int | None = None,
+    study_inputs: Mapping[str, torch.Tensor] | None = None,
 ) -> list[dict]:
     """Generate one report per study.
 
@@ -99,6 +100,7 @@ def generate_reports(
         studies: a list of studies, each a non-empty list of its views (frontal first).
         batch_size: studies per ``generate`` call.
         num_beams, max_new_tokens: override the model's generation_config when given.
+        study_inputs: further ``generate`` inputs with one row per study (e.g. TRRG's ``clue_probabilities``).
 
     Returns:
         One dict per study: ``{"report": str}``, plus the model's structured findings where the method has them
@@ -111,13 +113,18 @@ def generate_reports(
         if not isinstance(study, (list, tuple)) or not study:
             raise ValueError(f"Study {index}: expected a non-empty list of its images, got {study!r}.")
     kwargs = generation_kwargs(num_beams, max_new_tokens)
+    study_inputs = dict(study_inputs or {})
+    for name, values in study_inputs.items():
+        if len(values) != len(studies):
+            raise ValueError(f"study_inputs[{name!r}] has {len(values)} rows for {len(studies)} studies.")
     method = get_method(generator.method)
     device = generator.model.device
     results = []
     for start in range(0, len(studies), batch_size):
         batch = [list(study) for study in studies[start : start + batch_size]]
         inputs = generator.processor(images=batch, return_tensors="pt").to(device)
-        generated = generator.model.generate(**inputs, **kwargs)
+        extra = {name: values[start : start + batch_size].to(device) for name, values in study_inputs.items()}
+        generated = generator.model.generate(**inputs, **extra, **kwargs)
         if method.prompt_in_output:
             reports = generator.processor.post_process_generation(generated, inputs["input_ids"].shape[1])
         else:

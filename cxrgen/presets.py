@@ -10,11 +10,15 @@ A preset file holds a one-line ``description`` and, each optional:
 - ``demo``: in the method's demo preset (:attr:`cxrgen.methods.Method.demo_preset`), the ``cxrgen demo`` recipe:
   ``image_size``, ``num_beams`` and ``stages``, a list of stage configs (``stage``, ``title``, ``folder`` for all
   but the last, and ``model`` / ``processor`` / ``data`` / ``training`` sections) run in order (see
-  :func:`cxrgen.demo.run_demo`).
+  :func:`cxrgen.demo.run_demo`);
+- ``benchmark``: beside ``demo``, what ``cxrgen benchmark`` (:mod:`cxrgen.benchmark`) adds: ``perception_stage``
+  (the stage whose folder is the method's classifier), ``swap_clues`` (whether the reports are conditioned on clues
+  that can be swapped), ``ablations`` (name -> model overrides of the report generator) and ``profiles`` (name ->
+  a recipe like ``demo``; ``full`` is the longer profile).
 
 Unknown keys are an error naming the file. The model folder's configuration module reads the files (so
-``from_preset`` needs nothing of this package) and checks ``models``; this module checks ``stages`` and ``demo``
-against the method registry.
+``from_preset`` needs nothing of this package) and checks ``models``; this module checks ``stages``, ``demo`` and
+``benchmark`` against the method registry.
 """
 
 import copy
@@ -27,6 +31,7 @@ from cxrgen.methods import METHODS, find_stage, get_method
 
 DEMO_KEYS = ("image_size", "num_beams", "stages")
 DEMO_STAGE_KEYS = ("stage", "title", "folder", "model", "processor", "data", "training")
+BENCHMARK_KEYS = ("perception_stage", "swap_clues", "ablations", "profiles")
 
 
 def _reader(method: str) -> ModuleType:
@@ -84,7 +89,9 @@ def _read_checked(method: str, name_or_path: str | os.PathLike) -> tuple[Path, d
     for name, sections in settings.items():
         _check_mapping(sections, stages[name].preset_sections, f"{path}: stages.{name}")
     if "demo" in document:
-        _check_demo(document["demo"], stages, path)
+        _check_demo(document["demo"], stages, path, "demo")
+    if "benchmark" in document:
+        _check_benchmark(document["benchmark"], stages, path)
     return path, document
 
 
@@ -99,19 +106,20 @@ def _check_mapping(values: object, allowed: tuple[str, ...], where: str) -> None
             raise ValueError(f"{where}.{key} must be a mapping, got {values[key]!r}.")
 
 
-def _check_demo(demo: object, stages: dict, path: Path) -> None:
-    _check_mapping(demo, DEMO_KEYS, f"{path}: demo")
+def _check_demo(demo: object, stages: dict, path: Path, name: str) -> None:
+    """Check a recipe (``demo`` or a benchmark profile, at ``name``)."""
+    _check_mapping(demo, DEMO_KEYS, f"{path}: {name}")
     missing = [key for key in DEMO_KEYS if key not in demo]
     if missing:
-        raise ValueError(f"{path}: demo needs {missing}.")
+        raise ValueError(f"{path}: {name} needs {missing}.")
     for key in ("image_size", "num_beams"):
         if isinstance(demo[key], bool) or not isinstance(demo[key], int) or demo[key] < 1:
-            raise ValueError(f"{path}: demo.{key} must be a positive integer, got {demo[key]!r}.")
+            raise ValueError(f"{path}: {name}.{key} must be a positive integer, got {demo[key]!r}.")
     entries = demo["stages"]
     if not isinstance(entries, list) or not entries:
-        raise ValueError(f"{path}: demo.stages must be a non-empty list of stage configs, got {entries!r}.")
+        raise ValueError(f"{path}: {name}.stages must be a non-empty list of stage configs, got {entries!r}.")
     for index, entry in enumerate(entries):
-        where = f"{path}: demo.stages[{index}]"
+        where = f"{path}: {name}.stages[{index}]"
         _check_mapping(entry, DEMO_STAGE_KEYS, where)
         if entry.get("stage") not in stages:
             raise ValueError(f"{where}.stage must be one of {list(stages)}, got {entry.get('stage')!r}.")
@@ -121,6 +129,26 @@ def _check_demo(demo: object, stages: dict, path: Path) -> None:
         last = index == len(entries) - 1
         if last == ("folder" in entry) or not (last or isinstance(entry["folder"], str)):
             raise ValueError(f"{where}: every stage but the last needs a 'folder' name; the last writes 'model'.")
+
+
+def _check_benchmark(benchmark: object, stages: dict, path: Path) -> None:
+    where = f"{path}: benchmark"
+    if not isinstance(benchmark, dict) or set(benchmark) - set(BENCHMARK_KEYS):
+        raise ValueError(f"{where} must be a mapping with keys among {list(BENCHMARK_KEYS)}, got {benchmark!r}.")
+    if benchmark.get("perception_stage") not in stages:
+        raise ValueError(
+            f"{where}.perception_stage must be one of {list(stages)}, got {benchmark.get('perception_stage')!r}."
+        )
+    if not isinstance(benchmark.get("swap_clues", False), bool):
+        raise ValueError(f"{where}.swap_clues must be true or false, got {benchmark['swap_clues']!r}.")
+    ablations = benchmark.get("ablations", {})
+    if not isinstance(ablations, dict) or not all(isinstance(value, dict) for value in ablations.values()):
+        raise ValueError(f"{where}.ablations maps a name to model overrides of the last stage, got {ablations!r}.")
+    profiles = benchmark.get("profiles", {})
+    if not isinstance(profiles, dict):
+        raise ValueError(f"{where}.profiles maps a profile name to a recipe like demo's, got {profiles!r}.")
+    for name, recipe in profiles.items():
+        _check_demo(recipe, stages, path, f"benchmark.profiles.{name}")
 
 
 __all__ = ["list_presets", "load_preset", "stage_preset"]

@@ -184,6 +184,12 @@ def probability_chart(
     return chart
 
 
+def computes_attention_rollout(generator: ReportGenerator) -> bool:
+    """Whether the loaded model has an attention rollout to draw (a CMCRL model without VDM and LDM has none)."""
+    config = generator.model.config
+    return get_method(generator.method).attention_rollout and (config.use_vdm or config.use_ldm)
+
+
 def study_figures(
     generator: ReportGenerator, study: list, result: dict | None = None
 ) -> list[tuple[Image.Image, str]]:
@@ -197,7 +203,7 @@ def study_figures(
     """
     method = get_method(generator.method)
     figures = []
-    if method.attention_rollout:
+    if computes_attention_rollout(generator):
         for index, view in enumerate(attention_maps(generator, study)):
             caption = f"View {index + 1}: attention rollout; outlined: the {len(view.selected)} local patches selected"
             figures.append((overlay_attention(view.image, view.heat, view.selected), caption))

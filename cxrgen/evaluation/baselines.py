@@ -1,5 +1,7 @@
 """Reference baselines every trained model is compared with: the most frequent training report, and
-nearest-neighbour retrieval of a training report by image pixels."""
+nearest-neighbour retrieval of a training report by image pixels; and label retrieval (the training report whose
+labels match given labels best), which gives the quality benchmark its label oracle and its classifier + retrieval
+pipeline."""
 
 from collections import Counter
 
@@ -58,3 +60,27 @@ def _stack_features(studies, size, kind):
         raise ValueError(f"All {kind} studies must have the same number of views.")
     matrix = np.stack(features)
     return matrix / (np.linalg.norm(matrix, axis=1, keepdims=True) + 1e-6)
+
+
+def label_retrieval_reports(train_labels: np.ndarray, train_reports: list[str], query_labels: np.ndarray) -> list[str]:
+    """For each query row of 14 booleans (positive observations), a training report whose positives match best:
+    fewest observations that differ; among those, the report text written most often for them (then the first).
+
+    ``train_labels`` (studies, 14) are the training reports' own positives, so a query whose combination occurs in
+    training gets a report of exactly that combination."""
+    train_labels = np.asarray(train_labels, dtype=bool)
+    query_labels = np.asarray(query_labels, dtype=bool)
+    if len(train_labels) != len(train_reports) or not train_reports:
+        raise ValueError(f"{len(train_labels)} training label rows for {len(train_reports)} training reports.")
+    if query_labels.ndim != 2 or query_labels.shape[1] != train_labels.shape[1]:
+        raise ValueError(f"query labels of shape {query_labels.shape}, expected (studies, {train_labels.shape[1]}).")
+    combinations, inverse = np.unique(train_labels, axis=0, return_inverse=True)
+    best_report = []
+    for index in range(len(combinations)):
+        texts = [train_reports[i] for i in np.flatnonzero(inverse.ravel() == index)]
+        best_report.append(Counter(texts).most_common(1)[0][0])
+    distances = (query_labels[:, None, :] != combinations[None, :, :]).sum(-1)
+    counts = np.bincount(inverse.ravel(), minlength=len(combinations))
+    # fewest differences first, then the combination with most training studies
+    order = np.lexsort((-counts[None, :].repeat(len(query_labels), 0), distances), axis=-1)
+    return [best_report[row[0]] for row in order]

@@ -40,7 +40,7 @@ CUSTOM_PIPELINES = {
 # Named settings (`from_preset`) are YAML files in presets/ next to this file. They ship with the cxrgen package and
 # are not copied with a model folder's remote code, which never needs them: a saved config loads from config.json.
 PRESETS_DIR = Path(__file__).with_name("presets")
-PRESET_KEYS = ("description", "models", "stages", "demo")
+PRESET_KEYS = ("description", "models", "stages", "demo", "benchmark")
 PRESET_FAMILY = "CMCRL"
 
 
