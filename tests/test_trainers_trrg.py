@@ -184,6 +184,8 @@ def test_init_hands_over_vision_tower_and_prompt_embeddings_then_trains_and_eval
     state = json.loads((output / "trainer_state.json").read_text())
     assert any("eval_ce_macro_f1" in entry and "eval_bleu_4" in entry for entry in state["log_history"])
     final = AutoModel.from_pretrained(output)
+    # the saved model decodes as the run evaluated it
+    assert final.generation_config.max_new_tokens == 4 and final.generation_config.num_beams == 1
     # the zero-shot head is frozen and its prompt embeddings are a buffer: stage-1 perception survives fine-tuning
     torch.testing.assert_close(final.model.zero_shot_head.prompt_embeds, stored)
     assert torch.equal(final.model.zero_shot_head.visual_projection.weight, stage1_model.visual_projection.weight)
@@ -261,6 +263,7 @@ def test_4bit_lora_run_saves_adapter_merges_loads_and_resumes(bench, tmp_path):
     )
     loaded = AutoModel.from_pretrained(final).eval()
     assert isinstance(loaded, TrrgForConditionalGeneration)
+    assert loaded.generation_config.max_new_tokens == 60  # the tiny preset's generation_max_length
     assert not any("lora_" in name for name, _ in loaded.named_parameters())
     expected = trrg.merged_model(output / trrg.BASE_MODEL_DIR, final / trrg.ADAPTER_DIR)
     for name, tensor in expected.state_dict().items():

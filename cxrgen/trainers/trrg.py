@@ -363,6 +363,10 @@ class TrrgStage(TrainingStage):
         val = run.eval_split(args)
         data = data_options(run.config, balance=True, augment=False)
 
+        generation = {"num_beams": args.generation_num_beams or 1}
+        if args.generation_max_length is not None:
+            generation["max_new_tokens"] = args.generation_max_length
+
         checkpoint, init = run.checkpoint, run.init
         base_folder = Path(run.output) / BASE_MODEL_DIR
         transferred = None
@@ -374,6 +378,9 @@ class TrrgStage(TrainingStage):
                 model, processor, transferred = build_model_and_processor(
                     run.config, train["report"], init, options, run.allow_pickle
                 )
+                # The saved model decodes as the run evaluates it, at most generation_max_length new tokens (the
+                # generic default, max_length 20 including the prompt, would cut the reports short).
+                model.generation_config.update(**generation)
         else:
             # Every process builds the same base (same seed); the first writes it, the others wait and read it back.
             with args.main_process_first(desc="TRRG LoRA base model"):
@@ -383,6 +390,7 @@ class TrrgStage(TrainingStage):
                     model, processor, transferred = build_model_and_processor(
                         run.config, train["report"], init, options, run.allow_pickle
                     )
+                    model.generation_config.update(**generation)
                     if args.should_save:
                         model.save_pretrained(base_folder)
                         processor.save_pretrained(base_folder)
@@ -391,9 +399,6 @@ class TrrgStage(TrainingStage):
         if transferred is not None:
             logger.info("trrg --init %s: %s", init, transferred)
 
-        generation = {"num_beams": args.generation_num_beams or 1}
-        if args.generation_max_length is not None:
-            generation["max_new_tokens"] = args.generation_max_length
         lora = extra["lora"]
         setup = {
             "language model": Path(str(extra["language_model"])).name
