@@ -159,6 +159,7 @@ def _train(args: argparse.Namespace, trainer_args: list[str]) -> None:
         overwrite=args.overwrite,
         skip_image_check=args.skip_image_check,
         allow_pickle=args.allow_pickle,
+        backbone_weights=args.backbone_weights,
     )
     print(f"Wrote {output}")
 
@@ -323,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace an earlier run in --output: remove its model, card, evaluations and checkpoints first",
     )
     train.add_argument("--init", help="a model folder of the previous stage to start from (vlci: RadCARE or backbone)")
+    train.add_argument(
+        "--backbone-weights",
+        metavar="PATH_OR_HUB_ID",
+        help="CMCRL stages: start the vision backbone from this transformers ResNet folder or Hub id (e.g. "
+        "microsoft/resnet-101, the reference's ImageNet start) instead of random; not with --init",
+    )
     train.set_defaults(handler=_train, passes_unknown_args=True)
 
     convert = commands.add_parser("convert", help="an official checkpoint of another code base as a model folder")

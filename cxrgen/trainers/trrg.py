@@ -344,6 +344,9 @@ class TrrgStage(TrainingStage):
     title = "TRRG clue-enhanced fine-tuning"
     default_preset = DEFAULT_PRESET
     trainer_class = TrrgTrainer
+    backbone_weights_refusal = (
+        "the vision tower comes from --init (stage 1) or model.vision_encoder in the config, not backbone_weights."
+    )
 
     def check_config(self, config: StageConfig) -> None:
         config.section("data", ())

@@ -182,6 +182,9 @@ class TrrgContrastiveStage(TrainingStage):
         "trrg-contrastive is the first TRRG stage: it takes no --init (give pretrained towers as "
         "model.vision_encoder / model.text_encoder in the config)."
     )
+    backbone_weights_refusal = (
+        "the vision tower's checkpoint is model.vision_encoder in the config, not backbone_weights."
+    )
 
     def check_config(self, config: StageConfig) -> None:
         config.section("data", ())
