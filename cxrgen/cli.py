@@ -46,6 +46,14 @@ def _prepare(args: argparse.Namespace) -> None:
         annotation = convert_mimic_cxr(args.root, all_frontal_images=args.all_frontal)
         _check_prepared_images(annotation, args.root, args.skip_image_check)
         path = write_annotation(annotation, args.output)
+    elif args.dataset == "mixed":
+        from .data.mixed import prepare_mixed
+
+        path = prepare_mixed(
+            args.output,
+            {"iu-xray": (args.iu_annotation, args.iu_images), "mimic-cxr": (args.mimic_annotation, args.mimic_images)},
+            skip_image_check=args.skip_image_check,
+        )
     else:
         from .data.phantom_benchmark import build_phantom_benchmark
 
@@ -233,6 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     mimic.add_argument("--root", required=True, help="folder with the mimic-cxr-2.0.0-*.csv(.gz) files and files/")
     mimic.add_argument("--all-frontal", action="store_true", help="keep every frontal image, not one per study")
     mimic.add_argument("--output", required=True, help="annotation.json to write")
+    mixed = datasets.add_parser(
+        "mixed",
+        help="IU-Xray and MIMIC-CXR annotations as one, for RadCARE pre-training on both (the reference's)",
+        description="Merge two prepared annotations into <output>/annotation.json, each study's image paths under "
+        "iu-xray/ or mimic-cxr/, and link the two image roots as <output>/images/iu-xray and "
+        "<output>/images/mimic-cxr: train with --images <output>/images. Study ids must be distinct.",
+        parents=[common, image_check],
+    )
+    mixed.add_argument("--iu-annotation", required=True, help="the annotation.json of `cxrgen prepare iu-xray`")
+    mixed.add_argument("--iu-images", required=True, help="the image root of its paths (the NLM PNG folder)")
+    mixed.add_argument("--mimic-annotation", required=True, help="the annotation.json of `cxrgen prepare mimic-cxr`")
+    mixed.add_argument("--mimic-images", required=True, help="the image root of its paths (the MIMIC-CXR-JPG folder)")
+    mixed.add_argument("--output", required=True, help="folder for annotation.json and images/ (links)")
     phantom = datasets.add_parser(
         "phantom", help="synthetic phantom radiographs with real or templated reports", parents=[common]
     )
