@@ -115,6 +115,7 @@ def test_vlci_from_a_radcare_folder_keeps_the_backbone_it_started_from(resnet_fo
 
 def test_bad_backbone_weights_are_one_line_errors(resnet_folders, phantom, tmp_path, capsys):
     missing = tmp_path / "no-such-resnet"
+    capsys.readouterr()
     for stage in ("backbone", "radcare", "vlci"):
         argv = ["train", stage, "--config", "tiny", "--data", str(phantom[0]), "--images", str(phantom[1])]
         code = main([*argv, "--output", str(tmp_path / stage), "--backbone-weights", str(missing)])
@@ -132,3 +133,30 @@ def test_bad_backbone_weights_are_one_line_errors(resnet_folders, phantom, tmp_p
         trrg_contrastive.build_trainer("tiny", *phantom, tmp_path / "out", backbone_weights="microsoft/resnet-101")
     with pytest.raises(ValueError, match="'backbone_weights' must be a non-empty name"):
         radcare.build_trainer({"backbone_weights": 3}, *phantom, tmp_path / "out")
+
+
+def test_trrg_vision_tower_starts_from_a_local_swin_folder(phantom, tmp_path, capsys):
+    """TRRG's counterpart of backbone_weights is `model.vision_encoder` (stage 1): any transformers vision folder."""
+    from transformers import AutoModel
+
+    from cxrgen.modeling.trrg import TrrgContrastiveConfig
+
+    vision_config = TrrgContrastiveConfig.from_preset("tiny", vision_config={"image_size": 32, "window_size": 2})
+    torch.manual_seed(21)
+    swin = AutoModel.from_config(vision_config.vision_config)
+    swin.save_pretrained(tmp_path / "swin")
+    config = {"preset": "tiny", "model": {"vision_encoder": str(tmp_path / "swin")}}
+    trainer, _, _ = trrg_contrastive.build_trainer(
+        config, *phantom, tmp_path / "stage1", trainer_args=["--use_cpu", "true", "--report_to", "none"]
+    )
+    loaded, expected = trainer.model.vision_model.state_dict(), swin.state_dict()
+    assert loaded.keys() == expected.keys() and all(torch.equal(loaded[name], expected[name]) for name in loaded)
+
+    missing = tmp_path / "no-such-swin"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"preset": "tiny", "model": {"vision_encoder": str(missing)}}))
+    argv = ["train", "trrg-contrastive", "--config", str(bad), "--data", str(phantom[0]), "--images", str(phantom[1])]
+    capsys.readouterr()
+    assert main([*argv, "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and f"model.vision_encoder {missing}: no such folder" in error

@@ -34,22 +34,32 @@ TRAINING_SPLITS = ("train", "val")
 Loaded = TypeVar("Loaded")
 
 
-def check_backbone_weights(value: str | os.PathLike) -> str:
-    """``value`` as ``backbone_weights`` takes it: an existing local model folder (with ``config.json``) or a Hub
-    model id; anything else is a one-line error naming the option and the value. Nothing is downloaded here."""
+def check_checkpoint(value: str | os.PathLike, option: str) -> str:
+    """``value`` of ``option`` (``backbone_weights``, TRRG's ``model.vision_encoder``, ...) as a transformers
+    checkpoint: an existing local model folder (with ``config.json``) or a Hub model id; anything else is a one-line
+    error naming the option and the value. Nothing is downloaded here."""
     value = os.fspath(value)
     path = Path(value)
     if path.exists():
         if not (path / CONFIG_NAME).is_file():
-            raise ValueError(f"backbone_weights {value}: not a model folder (no {CONFIG_NAME}).")
+            raise ValueError(f"{option} {value}: not a model folder (no {CONFIG_NAME}).")
         return value
     try:
         validate_repo_id(value)
     except HFValidationError:
-        raise ValueError(
-            f"backbone_weights {value}: no such folder, and not a Hub model id (e.g. microsoft/resnet-101)."
-        ) from None
+        raise ValueError(f"{option} {value}: no such folder, and not a Hub model id (org/name).") from None
     return value
+
+
+def load_checkpoint(load: Callable[[str], Loaded], value: str | os.PathLike, option: str) -> Loaded:
+    """``load(value)`` after :func:`check_checkpoint`, with what goes wrong (a Hub that cannot serve the id, a
+    checkpoint of another architecture) as a one-line ValueError naming ``option`` and the value."""
+    value = check_checkpoint(value, option)
+    try:
+        return load(value)
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{option} {value}: {reason}") from error
 
 
 @dataclass
@@ -116,13 +126,8 @@ class StageRun:
         return Path(self.backbone_weights).name if Path(self.backbone_weights).exists() else self.backbone_weights
 
     def load_backbone(self, load: Callable[[str], Loaded]) -> Loaded:
-        """``load(backbone_weights)``, with what goes wrong (a Hub that cannot serve the id, a checkpoint of another
-        architecture) as one ValueError naming the option and the value."""
-        try:
-            return load(self.backbone_weights)
-        except (OSError, ValueError) as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ValueError(f"backbone_weights {self.backbone_weights}: {reason}") from error
+        """``load(backbone_weights)``, its errors one line naming the option (:func:`load_checkpoint`)."""
+        return load_checkpoint(load, self.backbone_weights, "backbone_weights")
 
     def card_info(self, args: TrainingArguments, setup: dict, **options: object) -> CardInfo:
         """What the run's cards say: the training setup (the common rows, then the stage's ``setup``) and the
@@ -215,7 +220,7 @@ class TrainingStage:
                     "replace it. Pass one: backbone_weights to the stage that starts the backbone (RadCARE), --init "
                     "to the stages after it."
                 )
-            backbone_weights = check_backbone_weights(backbone_weights)
+            backbone_weights = check_checkpoint(backbone_weights, "backbone_weights")
         if init is not None and (Path(init) / CONFIG_NAME).is_file():
             # The stages load --init with from_pretrained, which would read a pickle file without a word (and fail
             # on a folder without weights with a traceback); a folder without config.json gets the stage's error.
@@ -295,4 +300,4 @@ class TrainingStage:
         return save_final_model(trainer, output, info)
 
 
-__all__ = ["StageParts", "StageRun", "TrainingStage", "check_backbone_weights"]
+__all__ = ["StageParts", "StageRun", "TrainingStage", "check_checkpoint", "load_checkpoint"]

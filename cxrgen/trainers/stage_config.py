@@ -24,8 +24,9 @@ Every stage module named in :data:`STAGES` exposes::
 - ``backbone_weights``: where the CMCRL stages' vision backbone starts from (``cxrgen train --backbone-weights``):
   a local folder or a Hub id that transformers' ResNet classes load (the backbone, its base model or an image
   classifier, e.g. ``microsoft/resnet-101``, the reference's ImageNet start); it overrides the config's
-  ``backbone_weights``. Without it the backbone starts random. It cannot be combined with ``init``: an ``init``
-  folder (RadCARE or backbone) already holds the backbone, whatever it started from.
+  ``backbone_weights`` (a relative folder there is read from the working directory, as ``data`` is). Without it the
+  backbone starts random. It cannot be combined with ``init``: an ``init`` folder (RadCARE or backbone) already holds
+  the backbone, whatever it started from.
 
 It returns ``output``, which then holds a complete model folder: safetensors weights, config with ``auto_map`` and
 ``custom_pipelines``, the remote code, the processor and a model card (README.md). ``cxrgen train <stage>`` calls it.
