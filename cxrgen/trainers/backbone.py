@@ -3,9 +3,10 @@
 The reference CMCRL starts its ResNet from ImageNet weights. Where none can be had (offline, or a backbone of another
 size, as in ``cxrgen demo``), this stage trains the backbone on the training studies' views on the HF ``Trainer``: an
 ``AutoModelForImageClassification`` of the CMCRL config's ``backbone_config`` with 14 outputs and binary
-cross-entropy; ``backbone_weights`` (``--backbone-weights``, a local folder or a Hub id of the backbone, its base model
-or a classifier) starts it from those weights instead of random ones (its 14-observation head always starts fresh) (``problem_type="multi_label_classification"``); every view is labelled with the positive observations
-of its study (``cxrgen.labels``: uncertain, negative and unmentioned count as 0).
+cross-entropy (``problem_type="multi_label_classification"``); every view is labelled with the positive observations
+of its study (``cxrgen.labels``: uncertain, negative and unmentioned count as 0). ``backbone_weights``
+(``--backbone-weights``: a local folder or a Hub id of the backbone, its base model or a classifier, e.g.
+``microsoft/resnet-101``) starts it from those weights instead of random ones; its 14-observation head starts fresh.
 
 The final folder (safetensors weights, config, the CMCRL image processor, a card) is what ``cxrgen train vlci --init
 DIR`` loads into the report generator's backbone (``CmcrlForConditionalGeneration.load_backbone_weights``); add
