@@ -10,7 +10,7 @@ from transformers import ResNetBackbone, ResNetConfig, ResNetForImageClassificat
 from cxrgen.cli import main
 from cxrgen.data.phantom_benchmark import build_phantom_benchmark
 from cxrgen.modeling.cmcrl import CmcrlConfig
-from cxrgen.trainers import backbone, radcare, trrg_contrastive, vlci
+from cxrgen.trainers import backbone, radcare, trrg, trrg_contrastive, vlci
 
 torch.set_num_threads(1)
 
@@ -160,3 +160,5 @@ def test_trrg_vision_tower_starts_from_a_local_swin_folder(phantom, tmp_path, ca
     assert main([*argv, "--output", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and f"model.vision_encoder {missing}: no such folder" in error
+    with pytest.raises(ValueError, match=f"model.vision_encoder {missing}: no such folder"):
+        trrg.build_trainer(bad, *phantom, tmp_path / "stage2")
