@@ -104,6 +104,7 @@ def test_backbone_stage_starts_from_the_folder_with_a_fresh_head(resnet_folders,
 
 def test_vlci_from_a_radcare_folder_keeps_the_backbone_it_started_from(resnet_folders, phantom, tmp_path):
     folder = resnet_folders / "resnet-model"
+    # Frozen with lr 0, so that training (BatchNorm statistics included) leaves the loaded backbone as it was.
     config = write_config(tmp_path, model={"freeze_backbone": True})
     output = radcare.run(config, *phantom, tmp_path / "radcare", backbone_weights=folder)
     card = (output / "README.md").read_text()
