@@ -11,7 +11,14 @@ since the previous log is logged as ``loss_<task>`` next to the Trainer's ``loss
 
 Backbone: ``backbone_weights`` (``--backbone-weights``, e.g. ``microsoft/resnet-101``: the reference's ImageNet
 ResNet-101) loads the vision backbone before training (``CmcrlForPreTraining.load_backbone_weights``), else it starts
-random; the card names its start. RadCARE is the first stage and takes no ``--init``.
+random; the card names its start. RadCARE is the first stage and takes no ``--init``. ``microsoft/resnet-101`` is an
+ImageNet-1k ResNet-101 v1.5, the architecture of torchvision's, but not known to hold the same weights as the
+torchvision ``resnet101(True)`` the reference loads; a local folder converted from those can be given instead.
+
+Data: ``cxrgen prepare mixed`` and the ``radcare-mixed`` preset pre-train on IU-Xray and MIMIC-CXR together with one
+vocabulary, as the reference's ``config/vlp.json`` does. The reference's ``MixTokenizer`` keeps IU-Xray words seen 3
+times and MIMIC-CXR words seen 10 times, each counted in its own dataset (and, through a typo, reads the IU-Xray
+annotation for both); here one threshold of 10 counts both together, and one cleaner (MIMIC style) serves both.
 
 Defaults (``config/vlp.json`` of the reference): AdamW, lr 5e-4, weight decay 1e-2, 30 epochs, batch 64, seed 42,
 linear warm-up over the first 10% of steps (3 of 30 epochs), then cosine decay to 0.001 x lr; a checkpoint per epoch.
