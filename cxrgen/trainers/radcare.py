@@ -9,13 +9,13 @@ Tasks: each training micro-batch runs one of "vt2t", "vt2v", "v2v", "t2t", drawn
 0.25 each for v2v and t2t) by :class:`cxrgen.data.collators.TaskSchedule` from the run's seed. Each task's mean loss
 since the previous log is logged as ``loss_<task>`` next to the Trainer's ``loss``.
 
-Backbone: ``backbone_weights`` (``--backbone-weights``, e.g. ``microsoft/resnet-101``: the reference's ImageNet
-ResNet-101) loads the vision backbone before training (``CmcrlForPreTraining.load_backbone_weights``), else it starts
+Backbone: ``backbone_weights`` (``--backbone-weights``, e.g. ``microsoft/resnet-101`` for the reference's ImageNet
+start) loads the vision backbone before training (``CmcrlForPreTraining.load_backbone_weights``), else it starts
 random; the card names its start. RadCARE is the first stage and takes no ``--init``. ``microsoft/resnet-101`` is an
 ImageNet-1k ResNet-101 v1.5, the architecture of torchvision's, but not known to hold the same weights as the
 torchvision ``resnet101(True)`` the reference loads; a local folder converted from those can be given instead.
 
-Data: ``cxrgen prepare mixed`` and the ``radcare-mixed`` preset pre-train on IU-Xray and MIMIC-CXR together with one
+Mixed data: ``cxrgen prepare mixed`` and the ``radcare-mixed`` preset pre-train on IU-Xray and MIMIC-CXR together with one
 vocabulary, as the reference's ``config/vlp.json`` does. The reference's ``MixTokenizer`` keeps IU-Xray words seen 3
 times and MIMIC-CXR words seen 10 times, each counted in its own dataset (and, through a typo, reads the IU-Xray
 annotation for both); here one threshold of 10 counts both together, and one cleaner (MIMIC style) serves both.
