@@ -163,3 +163,21 @@ def test_trrg_vision_tower_starts_from_a_local_swin_folder(phantom, tmp_path, ca
     assert len(error.splitlines()) == 1 and f"model.vision_encoder {missing}: no such folder" in error
     with pytest.raises(ValueError, match=f"model.vision_encoder {missing}: no such folder"):
         trrg.build_trainer(bad, *phantom, tmp_path / "stage2")
+
+
+def test_a_hub_id_is_loaded_from_the_hub_and_named_as_the_cards_base_model(phantom, tmp_path, fake_hub):
+    """`--backbone-weights org/name` (as microsoft/resnet-101 in the recipes) on the in-process fake Hub: RadCARE's card
+    has it as base_model, and the VLCI card started from that RadCARE folder says where its backbone came from."""
+    from cxrgen.hub_cards.card import card_base_model
+
+    torch.manual_seed(31)
+    ResNetModel(resnet_config()).push_to_hub("cxrgen-test/tiny-resnet")
+    ResNetModel.from_pretrained("cxrgen-test/tiny-resnet").save_pretrained(tmp_path / "pushed")
+    config = write_config(tmp_path, model={"freeze_backbone": True})
+    output = radcare.run(config, *phantom, tmp_path / "radcare", backbone_weights="cxrgen-test/tiny-resnet")
+    assert card_base_model(output) == "cxrgen-test/tiny-resnet"
+    assert "vision backbone from cxrgen-test/tiny-resnet" in (output / "README.md").read_text()
+    trainer, _, info = vlci.build_trainer(config, *phantom, tmp_path / "vlci", init=output)
+    assert_same(trainer.model.encoder.embeddings.backbone, tmp_path / "pushed")
+    assert info.initialization.startswith("RadCARE checkpoint radcare (its vision backbone started from cxrgen-test/")
+    assert fake_hub.unhandled == []

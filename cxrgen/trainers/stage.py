@@ -131,8 +131,11 @@ class StageRun:
 
     def card_info(self, args: TrainingArguments, setup: dict, **options: object) -> CardInfo:
         """What the run's cards say: the training setup (the common rows, then the stage's ``setup``) and the
-        YAML ``card`` values; ``options`` as :func:`cxrgen.trainers.model_folders.card_info` takes them."""
+        YAML ``card`` values; ``options`` as :func:`cxrgen.trainers.model_folders.card_info` takes them. A
+        ``backbone_weights`` Hub id is the card's ``base_model`` (a local folder is no Hub id to link)."""
         rows = training_setup(self.config, args, self.annotation, self.data, **setup)
+        if self.backbone_weights is not None and not Path(self.backbone_weights).exists():
+            options.setdefault("base_model", self.backbone_weights)
         return card_info(
             self.config, self.annotation, self.data, self.output, self.stage.method, self.stage.title, rows, **options
         )

@@ -36,6 +36,7 @@ from transformers.trainer_utils import EvalLoopOutput
 from cxrgen.data.collators import StudyCollator
 from cxrgen.data.sampling import WeightedEpochSampler, observation_balance_weights
 from cxrgen.evaluation.report import reference_reports
+from cxrgen.hub_cards.card import card_base_model
 from cxrgen.modeling import read_model_config
 from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration
 from cxrgen.trainers.arguments import check_best_metric
@@ -131,7 +132,10 @@ class VlciStage(TrainingStage):
         initialization = None
         if from_radcare:
             model, transfer = CmcrlForConditionalGeneration.from_pretraining(init, config=model_config)
-            initialization = f"RadCARE checkpoint {Path(init).name}: {transfer.summary()}"
+            # RadCARE's card names the Hub model its backbone started from (e.g. ImageNet's); say it here too.
+            start = card_base_model(init)
+            started = f" (its vision backbone started from {start})" if start else ""
+            initialization = f"RadCARE checkpoint {Path(init).name}{started}: {transfer.summary()}"
             logger.info(
                 "VLCI --init %s: %s; fresh: %s; unused: %s", init, transfer.summary(), transfer.fresh, transfer.unused
             )
