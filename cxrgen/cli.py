@@ -46,6 +46,14 @@ def _prepare(args: argparse.Namespace) -> None:
         annotation = convert_mimic_cxr(args.root, all_frontal_images=args.all_frontal)
         _check_prepared_images(annotation, args.root, args.skip_image_check)
         path = write_annotation(annotation, args.output)
+    elif args.dataset == "mixed":
+        from .data.mixed import prepare_mixed
+
+        path = prepare_mixed(
+            args.output,
+            {"iu-xray": (args.iu_annotation, args.iu_images), "mimic-cxr": (args.mimic_annotation, args.mimic_images)},
+            skip_image_check=args.skip_image_check,
+        )
     else:
         from .data.phantom_benchmark import build_phantom_benchmark
 
@@ -159,6 +167,7 @@ def _train(args: argparse.Namespace, trainer_args: list[str]) -> None:
         overwrite=args.overwrite,
         skip_image_check=args.skip_image_check,
         allow_pickle=args.allow_pickle,
+        backbone_weights=args.backbone_weights,
     )
     print(f"Wrote {output}")
 
@@ -232,6 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     mimic.add_argument("--root", required=True, help="folder with the mimic-cxr-2.0.0-*.csv(.gz) files and files/")
     mimic.add_argument("--all-frontal", action="store_true", help="keep every frontal image, not one per study")
     mimic.add_argument("--output", required=True, help="annotation.json to write")
+    mixed = datasets.add_parser(
+        "mixed",
+        help="IU-Xray and MIMIC-CXR annotations as one, for RadCARE pre-training on both (the reference's)",
+        description="Merge two prepared annotations into <output>/annotation.json, each study's image paths under "
+        "iu-xray/ or mimic-cxr/, and link the two image roots as <output>/images/iu-xray and "
+        "<output>/images/mimic-cxr: train with --images <output>/images. Study ids must be distinct.",
+        parents=[common, image_check],
+    )
+    mixed.add_argument("--iu-annotation", required=True, help="the annotation.json of `cxrgen prepare iu-xray`")
+    mixed.add_argument("--iu-images", required=True, help="the image root of its paths (the NLM PNG folder)")
+    mixed.add_argument("--mimic-annotation", required=True, help="the annotation.json of `cxrgen prepare mimic-cxr`")
+    mixed.add_argument("--mimic-images", required=True, help="the image root of its paths (the MIMIC-CXR-JPG folder)")
+    mixed.add_argument("--output", required=True, help="folder for annotation.json and images/ (links)")
     phantom = datasets.add_parser(
         "phantom", help="synthetic phantom radiographs with real or templated reports", parents=[common]
     )
@@ -323,6 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace an earlier run in --output: remove its model, card, evaluations and checkpoints first",
     )
     train.add_argument("--init", help="a model folder of the previous stage to start from (vlci: RadCARE or backbone)")
+    train.add_argument(
+        "--backbone-weights",
+        metavar="PATH_OR_HUB_ID",
+        help="CMCRL stages: start the vision backbone from this transformers ResNet folder or Hub id (e.g. "
+        "microsoft/resnet-101, the reference's ImageNet start) instead of random; not with --init",
+    )
     train.set_defaults(handler=_train, passes_unknown_args=True)
 
     convert = commands.add_parser("convert", help="an official checkpoint of another code base as a model folder")

@@ -127,7 +127,7 @@ register_method(
                 "cxrgen.trainers.backbone:run",
                 "vision backbone trained as a classifier of the 14 observations",
             ),
-            Stage("radcare", "cxrgen.trainers.radcare:run", "RadCARE pre-training"),
+            Stage("radcare", "cxrgen.trainers.radcare:run", "RadCARE pre-training", ("processor",)),
             Stage("vlci", "cxrgen.trainers.vlci:run", "VLCI fine-tuning"),
         ),
         card=CardText(

@@ -194,3 +194,15 @@ def test_deeper_vlci_names_the_layers_that_start_fresh():
         radcare, config=CmcrlConfig.from_preset("tiny", encoder_layers=1, num_views=1)
     )
     assert not report.fresh_layers and any(name.startswith("encoder.layers.1.") for name in report.unused)
+
+
+def test_one_view_vlci_from_a_two_view_radcare_copies_the_first_view_row():
+    """The reference pre-trains on IU-Xray (two views) and MIMIC-CXR together, then fine-tunes one-view MIMIC-CXR."""
+    torch.manual_seed(0)
+    radcare = CmcrlForPreTraining(CmcrlConfig.from_preset("tiny", num_views=2))
+    vlci, report = CmcrlForConditionalGeneration.from_pretraining(
+        radcare, config=CmcrlConfig.from_preset("tiny", num_views=1)
+    )
+    views = "encoder.embeddings.view_embeddings.weight"
+    assert report.partial[views] == "rows 0-0 of RadCARE's 2 copied" and views in report.copied
+    torch.testing.assert_close(vlci.state_dict()[views], radcare.state_dict()[views][:1], rtol=0, atol=0)

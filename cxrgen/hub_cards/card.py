@@ -88,6 +88,7 @@ def build_model_card(
             pipeline_tag="image-classification",
             tags=list(BACKBONE_TAGS),
             datasets=[dataset_id],
+            base_model=base_model,
         )
         return ModelCard.from_template(
             card_data,
@@ -175,6 +176,15 @@ def save_model_card(card: ModelCard, folder: str | os.PathLike) -> Path:
     card.save(partial)
     os.replace(partial, path)
     return path
+
+
+def card_base_model(folder: str | os.PathLike) -> str | None:
+    """The ``base_model`` of the card (README.md metadata) of a model folder; None without a card or one."""
+    path = Path(folder) / "README.md"
+    if not path.is_file():
+        return None
+    base_model = ModelCard.load(path).data.base_model
+    return base_model if isinstance(base_model, str) else None
 
 
 def _read_config(model_folder_or_config):

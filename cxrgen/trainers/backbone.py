@@ -4,7 +4,9 @@ The reference CMCRL starts its ResNet from ImageNet weights. Where none can be h
 size, as in ``cxrgen demo``), this stage trains the backbone on the training studies' views on the HF ``Trainer``: an
 ``AutoModelForImageClassification`` of the CMCRL config's ``backbone_config`` with 14 outputs and binary
 cross-entropy (``problem_type="multi_label_classification"``); every view is labelled with the positive observations
-of its study (``cxrgen.labels``: uncertain, negative and unmentioned count as 0).
+of its study (``cxrgen.labels``: uncertain, negative and unmentioned count as 0). ``backbone_weights``
+(``--backbone-weights``: a local folder or a Hub id of the backbone, its base model or a classifier, e.g.
+``microsoft/resnet-101``) starts it from those weights instead of random ones; its 14-observation head starts fresh.
 
 The final folder (safetensors weights, config, the CMCRL image processor, a card) is what ``cxrgen train vlci --init
 DIR`` loads into the report generator's backbone (``CmcrlForConditionalGeneration.load_backbone_weights``); add
@@ -18,7 +20,7 @@ Config: the CMCRL ``preset`` and ``model`` overrides (only ``image_size`` and ``
 import logging
 
 import torch
-from transformers import AutoModelForImageClassification, EvalPrediction
+from transformers import AutoModelForImageClassification, EvalPrediction, PreTrainedConfig, PreTrainedModel
 
 from cxrgen.data.collators import ObservationCollator, split_views
 from cxrgen.evaluation.metrics import compute_ce_metrics
@@ -31,6 +33,9 @@ from cxrgen.trainers.stage_config import StageConfig
 from cxrgen.trainers.training_data import data_options
 
 logger = logging.getLogger(__name__)
+
+# The classifier's head, which a checkpoint of the backbone alone lacks and an ImageNet classifier has for 1000 labels.
+CLASSIFIER_HEAD = "classifier"
 
 TRAINING_DEFAULTS = {
     "learning_rate": 1e-3,
@@ -59,12 +64,32 @@ def observation_f1(eval_prediction: EvalPrediction) -> dict[str, float]:
     return {"macro_f1": scores["macro"]["f1"], "micro_f1": scores["micro"]["f1"]}
 
 
+def pretrained_classifier(weights: str, config: PreTrainedConfig) -> PreTrainedModel:
+    """The image classifier of ``config`` with its base model loaded from ``weights`` (a checkpoint of the backbone,
+    its base model or a classifier with another head; later stages it has are not used) and a fresh head.
+
+    Raises ValueError naming ``weights`` when a tensor of the base model is missing there or has another shape."""
+    model, info = AutoModelForImageClassification.from_pretrained(
+        weights, config=config, ignore_mismatched_sizes=True, output_loading_info=True
+    )
+    head = f"{CLASSIFIER_HEAD}."
+    unloaded = [name for name in info["missing_keys"] if not name.startswith(head)]
+    unloaded += [name for name, *_ in info["mismatched_keys"] if not name.startswith(head)]
+    if unloaded:
+        raise ValueError(
+            f"{weights}: {len(unloaded)} backbone tensors are missing there or have another shape, e.g. "
+            f"{sorted(unloaded)[:3]} (another backbone_config?)"
+        )
+    return model
+
+
 class BackboneStage(TrainingStage):
     """The backbone warm-up (see the module docstring)."""
 
     name = "backbone"
     title = "vision backbone warm-up"
-    init_refusal = "The backbone stage starts from random weights; --init is not used here."
+    init_refusal = "The backbone stage starts from random weights or from --backbone-weights; --init is not used here."
+    backbone_weights_refusal = None
 
     def check_config(self, config: StageConfig) -> None:
         if config.processor:
@@ -85,12 +110,16 @@ class BackboneStage(TrainingStage):
                 "problem_type": "multi_label_classification",
             }
         )
-        model = AutoModelForImageClassification.from_config(classifier_config)
+        if run.backbone_weights is None:
+            model = AutoModelForImageClassification.from_config(classifier_config)
+        else:
+            model = run.load_backbone(lambda weights: pretrained_classifier(weights, classifier_config))
         image_processor = CxrImageProcessor(size={"height": model_config.image_size, "width": model_config.image_size})
         setup = {
             "image size": model_config.image_size,
             "backbone": model_config.backbone_config.model_type,
             "augmentation": options["augment"],
+            "backbone weights": run.backbone_start,
         }
         info = run.card_info(
             args,
@@ -117,4 +146,4 @@ stage = BackboneStage()
 build_trainer = stage.build_trainer
 run = stage.run
 
-__all__ = ["BackboneStage", "build_trainer", "observation_f1", "run"]
+__all__ = ["BackboneStage", "build_trainer", "observation_f1", "pretrained_classifier", "run"]

@@ -32,6 +32,8 @@ class CardInfo:
     is_phantom_data: bool
     training_setup: dict
     initialization: str | None = None
+    # The Hub model the weights started from (the card's base_model metadata).
+    base_model: str | None = None
     metrics_split: str = "val"
     metrics_source_description: str | None = None
     kind: str = REPORT_GENERATOR
@@ -51,6 +53,7 @@ def card_info(
     metrics_source_description: str | None = None,
     kind: str = REPORT_GENERATOR,
     metric_names: dict[str, str] | None = None,
+    base_model: str | None = None,
 ) -> CardInfo:
     """The :class:`CardInfo` of a run: YAML ``card`` values, else defaults from the data and the output folder."""
     card = stage_config.section("card", CARD_KEYS)
@@ -75,6 +78,7 @@ def card_info(
         is_phantom_data=phantom,
         training_setup={"stage": stage, **training_setup},
         initialization=initialization,
+        base_model=base_model,
         metrics_source_description=metrics_source_description,
         kind=kind,
         metric_names=metric_names,
@@ -119,6 +123,7 @@ def write_model_card(folder: str | os.PathLike, info: CardInfo, metrics: dict[st
         metrics_source_description=info.metrics_source_description if metrics else None,
         is_phantom_data=info.is_phantom_data,
         training_setup=info.training_setup,
+        base_model=info.base_model,
         initialization=info.initialization,
         kind=info.kind,
     )

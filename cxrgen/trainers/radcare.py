@@ -9,6 +9,17 @@ Tasks: each training micro-batch runs one of "vt2t", "vt2v", "v2v", "t2t", drawn
 0.25 each for v2v and t2t) by :class:`cxrgen.data.collators.TaskSchedule` from the run's seed. Each task's mean loss
 since the previous log is logged as ``loss_<task>`` next to the Trainer's ``loss``.
 
+Backbone: ``backbone_weights`` (``--backbone-weights``, e.g. ``microsoft/resnet-101`` for the reference's ImageNet
+start) loads the vision backbone before training (``CmcrlForPreTraining.load_backbone_weights``), else it starts
+random; the card names its start. RadCARE is the first stage and takes no ``--init``. ``microsoft/resnet-101`` is an
+ImageNet-1k ResNet-101 v1.5, the architecture of torchvision's, but not known to hold the same weights as the
+torchvision ``resnet101(True)`` the reference loads; a local folder converted from those can be given instead.
+
+Mixed data: ``cxrgen prepare mixed`` and the ``radcare-mixed`` preset pre-train on IU-Xray and MIMIC-CXR together with one
+vocabulary, as the reference's ``config/vlp.json`` does. The reference's ``MixTokenizer`` keeps IU-Xray words seen 3
+times and MIMIC-CXR words seen 10 times, each counted in its own dataset (and, through a typo, reads the IU-Xray
+annotation for both); here one threshold of 10 counts both together, and one cleaner (MIMIC style) serves both.
+
 Defaults (``config/vlp.json`` of the reference): AdamW, lr 5e-4, weight decay 1e-2, 30 epochs, batch 64, seed 42,
 linear warm-up over the first 10% of steps (3 of 30 epochs), then cosine decay to 0.001 x lr; a checkpoint per epoch.
 Differences: the reference uses AMSGrad (the Trainer's AdamW has no switch for it) and clips every gradient element
@@ -99,23 +110,32 @@ class RadcareStage(TrainingStage):
     name = "radcare"
     title = "RadCARE pre-training"
     trainer_class = RadcareTrainer
-    init_refusal = "radcare is the first CMCRL stage: --init is not used (start from scratch, or --resume)."
+    init_refusal = (
+        "radcare is the first CMCRL stage: --init is not used (start from scratch or from --backbone-weights, or "
+        "--resume)."
+    )
+    backbone_weights_refusal = None
 
     def build(self, run: StageRun) -> StageParts:
         train = run.split("train")
         model_config, processor = cmcrl_config_and_processor(
-            run.config, self.default_preset, train["report"], run.checkpoint
+            run.config, self.name, self.default_preset, train["report"], run.checkpoint
         )
         run.check_views(model_config.num_views)
         args = run.training_args(TRAINING_DEFAULTS)
         options = data_options(run.config)
         model = CmcrlForPreTraining(model_config)
+        initialization = None
+        if run.backbone_weights is not None:
+            run.load_backbone(model.load_backbone_weights)
+            initialization = f"vision backbone from {run.backbone_start}; the rest of the model starts fresh"
         samples = split_views(train)
         logger.info("RadCARE: %d training studies -> %d single-view samples", len(train), len(samples))
         setup = {
             "single-view samples": len(samples),
             "task probabilities": dict(zip(PRETRAINING_TASKS, model_config.pretraining_task_probs)),
             "augmentation": options["augment"],
+            "backbone weights": run.backbone_start,
         }
         return StageParts(
             model=model,
@@ -127,7 +147,7 @@ class RadcareStage(TrainingStage):
                 augment_seed=args.seed if options["augment"] else None,
             ),
             processing_class=processor,
-            info=run.card_info(args, setup),
+            info=run.card_info(args, setup, initialization=initialization),
             trainer_kwargs={
                 "task_schedule": TaskSchedule(PRETRAINING_TASKS, model_config.pretraining_task_probs, args.seed)
             },

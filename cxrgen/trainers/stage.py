@@ -6,12 +6,15 @@ card. :class:`TrainingStage` does all of it; a stage supplies only what differs:
 model, data and arguments, from a :class:`StageRun`) and, where it needs one, its Trainer class.
 """
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import datasets
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import PreTrainedModel, Trainer, TrainingArguments, set_seed
 from transformers.utils import CONFIG_NAME
 
@@ -24,14 +27,46 @@ from cxrgen.trainers.model_folders import CardInfo, ModelFolderCallback, card_in
 from cxrgen.trainers.stage_config import StageConfig, load_stage_config
 from cxrgen.trainers.training_data import load_split
 
+logger = logging.getLogger(__name__)
+
 # The splits a run reads: checked together before the first step, so every bad input comes in one message.
 TRAINING_SPLITS = ("train", "val")
+Loaded = TypeVar("Loaded")
+
+
+def check_checkpoint(value: str | os.PathLike, option: str) -> str:
+    """``value`` of ``option`` (``backbone_weights``, TRRG's ``model.vision_encoder``, ...) as a transformers
+    checkpoint: an existing local model folder (with ``config.json``) or a Hub model id; anything else is a one-line
+    error naming the option and the value. Nothing is downloaded here."""
+    value = os.fspath(value)
+    path = Path(value)
+    if path.exists():
+        if not (path / CONFIG_NAME).is_file():
+            raise ValueError(f"{option} {value}: not a model folder (no {CONFIG_NAME}).")
+        return value
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        raise ValueError(f"{option} {value}: no such folder, and not a Hub model id (org/name).") from None
+    return value
+
+
+def load_checkpoint(load: Callable[[str], Loaded], value: str | os.PathLike, option: str) -> Loaded:
+    """``load(value)`` after :func:`check_checkpoint`, with what goes wrong (a Hub that cannot serve the id, a
+    checkpoint of another architecture) as a one-line ValueError naming ``option`` and the value."""
+    value = check_checkpoint(value, option)
+    try:
+        return load(value)
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{option} {value}: {reason}") from error
 
 
 @dataclass
 class StageRun:
     """One run of a stage: its loaded config and annotation, the run folder, what it starts from and whether its
-    ``init`` folder may hold pickle weights."""
+    ``init`` folder may hold pickle weights; ``backbone_weights`` (checked) is where the vision backbone starts from.
+    """
 
     stage: "TrainingStage"
     config: StageConfig
@@ -43,6 +78,7 @@ class StageRun:
     init: str | os.PathLike | None
     trainer_args: Sequence[str]
     allow_pickle: bool = False
+    backbone_weights: str | None = None
 
     @property
     def preset(self) -> str:
@@ -81,10 +117,25 @@ class StageRun:
         set_seed(args.seed)
         return args
 
+    @property
+    def backbone_start(self) -> str:
+        """What the cards say the vision backbone started from: ``backbone_weights`` (a Hub id as it is, a local
+        folder by its name only: no path of this machine goes into a model folder), else "random"."""
+        if self.backbone_weights is None:
+            return "random"
+        return Path(self.backbone_weights).name if Path(self.backbone_weights).exists() else self.backbone_weights
+
+    def load_backbone(self, load: Callable[[str], Loaded]) -> Loaded:
+        """``load(backbone_weights)``, its errors one line naming the option (:func:`load_checkpoint`)."""
+        return load_checkpoint(load, self.backbone_weights, "backbone_weights")
+
     def card_info(self, args: TrainingArguments, setup: dict, **options: object) -> CardInfo:
         """What the run's cards say: the training setup (the common rows, then the stage's ``setup``) and the
-        YAML ``card`` values; ``options`` as :func:`cxrgen.trainers.model_folders.card_info` takes them."""
+        YAML ``card`` values; ``options`` as :func:`cxrgen.trainers.model_folders.card_info` takes them. A
+        ``backbone_weights`` Hub id is the card's ``base_model`` (a local folder is no Hub id to link)."""
         rows = training_setup(self.config, args, self.annotation, self.data, **setup)
+        if self.backbone_weights is not None and not Path(self.backbone_weights).exists():
+            options.setdefault("base_model", self.backbone_weights)
         return card_info(
             self.config, self.annotation, self.data, self.output, self.stage.method, self.stage.title, rows, **options
         )
@@ -113,14 +164,16 @@ class TrainingStage:
     :meth:`build`.
 
     Class attributes: ``name`` (the stage in :mod:`cxrgen.methods`), ``title`` (what its cards call it),
-    ``default_preset`` (when the config names none), ``trainer_class`` and ``init_refusal`` (why the stage takes no
-    ``--init``; None when it takes one)."""
+    ``default_preset`` (when the config names none), ``trainer_class``, ``init_refusal`` (why the stage takes no
+    ``--init``; None when it takes one) and ``backbone_weights_refusal`` (why it takes no ``backbone_weights``; None
+    for the stages that load a vision backbone from it)."""
 
     name: str
     title: str
     default_preset: str = "iu-xray"
     trainer_class: type[Trainer] = Trainer
     init_refusal: str | None = None
+    backbone_weights_refusal: str | None = "this stage takes no backbone_weights (it loads no vision backbone)."
 
     @property
     def method(self) -> str:
@@ -146,16 +199,35 @@ class TrainingStage:
         overwrite: bool = False,
         skip_image_check: bool = False,
         allow_pickle: bool = False,
+        backbone_weights: str | os.PathLike | None = None,
     ) -> tuple[Trainer, str | None, CardInfo]:
         """The stage's Trainer for a run, the checkpoint to resume from (None for a fresh run) and the card info
         (arguments as :func:`run` takes them)."""
         if init is not None and self.init_refusal is not None:
             raise ValueError(self.init_refusal)
+        stage_config = load_stage_config(config)
+        if backbone_weights is not None and stage_config.backbone_weights not in (None, os.fspath(backbone_weights)):
+            logger.info(
+                "--backbone-weights %s replaces the config's backbone_weights %s.",
+                backbone_weights,
+                stage_config.backbone_weights,
+            )
+        backbone_weights = backbone_weights if backbone_weights is not None else stage_config.backbone_weights
+        if backbone_weights is not None:
+            if self.backbone_weights_refusal is not None:
+                raise ValueError(f"{self.name}: {self.backbone_weights_refusal}")
+            if init is not None:
+                # Two starts for one backbone: the --init folder's backbone would silently win or lose.
+                raise ValueError(
+                    f"--init {init} already holds a vision backbone; backbone_weights {backbone_weights} would "
+                    "replace it. Pass one: backbone_weights to the stage that starts the backbone (RadCARE), --init "
+                    "to the stages after it."
+                )
+            backbone_weights = check_checkpoint(backbone_weights, "backbone_weights")
         if init is not None and (Path(init) / CONFIG_NAME).is_file():
             # The stages load --init with from_pretrained, which would read a pickle file without a word (and fail
             # on a folder without weights with a traceback); a folder without config.json gets the stage's error.
             weights_file(init, allow_pickle)
-        stage_config = load_stage_config(config)
         self.check_config(stage_config)
         annotation = read_annotation(data)
         checkpoint = resume_checkpoint(output, resume, overwrite)
@@ -164,7 +236,17 @@ class TrainingStage:
         else:
             check_images(annotation, images, splits=[split for split in TRAINING_SPLITS if split in annotation])
         run = StageRun(
-            self, stage_config, data, images, output, annotation, checkpoint, init, tuple(trainer_args), allow_pickle
+            self,
+            stage_config,
+            data,
+            images,
+            output,
+            annotation,
+            checkpoint,
+            init,
+            tuple(trainer_args),
+            allow_pickle,
+            backbone_weights,
         )
         parts = self.build(run)
         if overwrite:
@@ -195,11 +277,22 @@ class TrainingStage:
         overwrite: bool = False,
         skip_image_check: bool = False,
         allow_pickle: bool = False,
+        backbone_weights: str | os.PathLike | None = None,
     ) -> Path:
         """Train the stage and save the final (best, when ``load_best_model_at_end``) model folder in ``output``
         (see :mod:`cxrgen.trainers.stage_config` for the arguments)."""
         trainer, checkpoint, info = self.build_trainer(
-            config, data, images, output, resume, init, trainer_args, overwrite, skip_image_check, allow_pickle
+            config,
+            data,
+            images,
+            output,
+            resume,
+            init,
+            trainer_args,
+            overwrite,
+            skip_image_check,
+            allow_pickle,
+            backbone_weights,
         )
         trainer.train(resume_from_checkpoint=checkpoint)
         return self.save(trainer, Path(output), info)
@@ -210,4 +303,4 @@ class TrainingStage:
         return save_final_model(trainer, output, info)
 
 
-__all__ = ["StageParts", "StageRun", "TrainingStage"]
+__all__ = ["StageParts", "StageRun", "TrainingStage", "check_checkpoint", "load_checkpoint"]

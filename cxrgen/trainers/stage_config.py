@@ -5,7 +5,7 @@ Stage entry point
 Every stage module named in :data:`STAGES` exposes::
 
     run(config, data, images, output, resume=False, init=None, trainer_args=(), overwrite=False,
-        skip_image_check=False, allow_pickle=False) -> pathlib.Path
+        skip_image_check=False, allow_pickle=False, backbone_weights=None) -> pathlib.Path
 
 - ``config``: a preset name, a YAML file (schema below) or an already loaded dict of that schema;
 - ``data``: an R2Gen ``annotation.json``; ``images``: the root its image paths are relative to;
@@ -20,7 +20,13 @@ Every stage module named in :data:`STAGES` exposes::
   run's outputs there (model, card, ``evaluation-*``, checkpoints) are removed once the run is built, other files kept;
 - ``skip_image_check``: do not decode every train and val image before the first step (said in the log); by default
   one error lists every unreadable image, and studies with more views than the model takes are refused;
-- ``allow_pickle``: an ``init`` folder may hold pickle weights (``pytorch_model.bin``) instead of safetensors.
+- ``allow_pickle``: an ``init`` folder may hold pickle weights (``pytorch_model.bin``) instead of safetensors;
+- ``backbone_weights``: where the CMCRL stages' vision backbone starts from (``cxrgen train --backbone-weights``):
+  a local folder or a Hub id that transformers' ResNet classes load (the backbone, its base model or an image
+  classifier, e.g. ``microsoft/resnet-101``, the reference's ImageNet start); it overrides the config's
+  ``backbone_weights`` (a relative folder there is read from the working directory, as ``data`` is). Without it the
+  backbone starts random. It cannot be combined with ``init``: an ``init`` folder (RadCARE or backbone) already holds
+  the backbone, whatever it started from.
 
 It returns ``output``, which then holds a complete model folder: safetensors weights, config with ``auto_map`` and
 ``custom_pipelines``, the remote code, the processor and a model card (README.md). ``cxrgen train <stage>`` calls it.
@@ -31,6 +37,7 @@ YAML config schema
 Every top-level key is optional; unknown keys are an error::
 
     preset: tiny            # a preset of the stage's method: a name of cxrgen.presets.list_presets() or a file path
+    backbone_weights: microsoft/resnet-101  # CMCRL stages: the backbone's start (see ``backbone_weights`` above)
     model: {...}            # model config overrides, e.g. {hidden_size: 64, dropout: 0.2}
     processor: {...}        # how a new processor is built: CMCRL {min_frequency: 3, cleaning_style: iu}
     data: {...}             # data options: CMCRL {augment: true}; VLCI also {balance_power: 0}; TRRG {balance_power: 0}
@@ -52,7 +59,9 @@ from cxrgen.methods import METHODS, find_stage, resolve
 
 # Stage name -> module exposing `run`, as the method registry (cxrgen.methods) names them.
 STAGES = {stage.name: stage.module for method in METHODS.values() for stage in method.stages}
-CONFIG_SECTIONS = ("preset", "model", "processor", "data", "training", "card")
+CONFIG_SECTIONS = ("preset", "backbone_weights", "model", "processor", "data", "training", "card")
+# The top-level keys that hold a name, not a mapping.
+NAME_KEYS = ("preset", "backbone_weights")
 
 
 def get_stage(name: str) -> Callable[..., Path]:
@@ -74,6 +83,7 @@ class StageConfig:
 
     source: str
     preset: str | None = None
+    backbone_weights: str | None = None
     model: dict = field(default_factory=dict)
     processor: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
@@ -119,16 +129,19 @@ def load_stage_config(config: str | os.PathLike | dict | StageConfig) -> StageCo
     unknown = sorted(set(values) - set(CONFIG_SECTIONS))
     if unknown:
         raise ValueError(f"{source}: unknown top-level key(s) {unknown}; expected some of {list(CONFIG_SECTIONS)}.")
-    preset = values.get("preset")
-    if preset is not None and not (isinstance(preset, str) and preset):
-        raise ValueError(f"{source}: 'preset' must be a preset name, got {preset!r}.")
+    names = {key: values.get(key) for key in NAME_KEYS}
+    for key, value in names.items():
+        if value is not None and not (isinstance(value, str) and value):
+            raise ValueError(f"{source}: '{key}' must be a non-empty name, got {value!r}.")
     sections = {}
-    for name in CONFIG_SECTIONS[1:]:
+    for name in CONFIG_SECTIONS:
+        if name in NAME_KEYS:
+            continue
         section = values.get(name) or {}
         if not isinstance(section, dict):
             raise ValueError(f"{source}: '{name}' must be a mapping, got {type(section).__name__}.")
         sections[name] = dict(section)
-    return StageConfig(source=source, preset=preset, **sections)
+    return StageConfig(source=source, **names, **sections)
 
 
 __all__ = ["CONFIG_SECTIONS", "STAGES", "StageConfig", "get_stage", "load_stage_config"]

@@ -71,7 +71,7 @@ from cxrgen.trainers.metrics import report_metrics
 from cxrgen.trainers.model_folders import CardInfo
 from cxrgen.trainers.model_options import merge_model_options, sub_config, vision_image_size
 from cxrgen.trainers.processors import load_processor
-from cxrgen.trainers.stage import StageParts, StageRun, TrainingStage
+from cxrgen.trainers.stage import StageParts, StageRun, TrainingStage, check_checkpoint
 from cxrgen.trainers.stage_config import StageConfig
 from cxrgen.trainers.trainer_mixins import CheckpointReloadMixin, WeightedSamplingMixin
 from cxrgen.trainers.training_data import data_options, sample_weights
@@ -276,7 +276,11 @@ def build_model_and_processor(
         parts.update(contrastive_model=contrastive, contrastive_tokenizer=stage1.tokenizer)
         image_processor = stage1.image_processor
     else:
-        vision = extra["vision_encoder"] or sub_config(vision_config, stage_config.source, "vision_config")
+        vision = (
+            check_checkpoint(extra["vision_encoder"], "model.vision_encoder")
+            if extra["vision_encoder"] is not None
+            else sub_config(vision_config, stage_config.source, "vision_config")
+        )
         parts["vision_encoder"] = vision
         image_processor = None
     model = TrrgForConditionalGeneration.from_parts(language_model, **parts, **ids, **options)
@@ -348,6 +352,9 @@ class TrrgStage(TrainingStage):
     title = "TRRG clue-enhanced fine-tuning"
     default_preset = DEFAULT_PRESET
     trainer_class = TrrgTrainer
+    backbone_weights_refusal = (
+        "the vision tower comes from --init (stage 1) or model.vision_encoder in the config, not backbone_weights."
+    )
 
     def check_config(self, config: StageConfig) -> None:
         data_options(config, balance=True, augment=False)

@@ -49,7 +49,7 @@ from cxrgen.trainers.arguments import check_best_metric
 from cxrgen.trainers.model_folders import CardInfo
 from cxrgen.trainers.model_options import merge_model_options, sub_config, vision_image_size
 from cxrgen.trainers.processors import load_processor
-from cxrgen.trainers.stage import StageParts, StageRun, TrainingStage
+from cxrgen.trainers.stage import StageParts, StageRun, TrainingStage, load_checkpoint
 from cxrgen.trainers.stage_config import StageConfig
 from cxrgen.trainers.trainer_mixins import CheckpointReloadMixin, StageCollatorsMixin
 
@@ -115,10 +115,10 @@ def build_model_and_processor(
     settings = processor_options(stage_config, base)
     vision_model = text_model = None
     if encoders["vision_encoder"] is not None:
-        vision_model = AutoModel.from_pretrained(encoders["vision_encoder"])
+        vision_model = load_checkpoint(AutoModel.from_pretrained, encoders["vision_encoder"], "model.vision_encoder")
         options["vision_config"] = vision_model.config
     if encoders["text_encoder"] is not None:
-        text_model = AutoModel.from_pretrained(encoders["text_encoder"])
+        text_model = load_checkpoint(AutoModel.from_pretrained, encoders["text_encoder"], "model.text_encoder")
         tokenizer = AutoTokenizer.from_pretrained(encoders["text_encoder"])
         options["text_config"] = text_model.config
     options = {
@@ -181,6 +181,9 @@ class TrrgContrastiveStage(TrainingStage):
     init_refusal = (
         "trrg-contrastive is the first TRRG stage: it takes no --init (give pretrained towers as "
         "model.vision_encoder / model.text_encoder in the config)."
+    )
+    backbone_weights_refusal = (
+        "the vision tower's checkpoint is model.vision_encoder in the config, not backbone_weights."
     )
 
     def check_config(self, config: StageConfig) -> None:

@@ -9,9 +9,12 @@ recall|f1>``; ``metric_for_best_model`` (default ``bleu_4``, e.g. ``ce_macro_f1`
 loaded at the end and saved as the final model.
 
 ``init`` starts from a RadCARE folder (``CmcrlForConditionalGeneration.from_pretraining``): its processor (and so its
-vocabulary) is reused, and the transfer report (copied / fresh / unused tensors) is logged and put on the card. Any
-other model folder is taken as vision backbone weights (``load_backbone_weights``; e.g. from ``cxrgen train
-backbone`` or a local ResNet), and the rest of the model starts fresh.
+vocabulary, e.g. the mixed IU-Xray + MIMIC-CXR one of the ``radcare-mixed`` preset) is reused, its reports truncated
+at this config's ``max_report_length``, and the transfer report (copied / fresh / unused tensors) is logged and put on
+the card; its backbone is the one RadCARE trained (from ``backbone_weights`` there, e.g. ImageNet). Any other model
+folder is taken as vision backbone weights (``load_backbone_weights``; e.g. from ``cxrgen train backbone`` or a local
+ResNet), and the rest of the model starts fresh; ``backbone_weights`` (a folder or a Hub id such as
+``microsoft/resnet-101``) does the same without ``init``. ``init`` and ``backbone_weights`` together are refused.
 
 ``data: {balance_power: p}`` draws training studies by the rarity of their positive observations
 (:func:`cxrgen.data.sampling.observation_balance_weights`; 0, the default, draws them uniformly).
@@ -31,6 +34,7 @@ from transformers.trainer_utils import EvalLoopOutput
 
 from cxrgen.data.collators import StudyCollator
 from cxrgen.evaluation.report import reference_reports
+from cxrgen.hub_cards.card import card_base_model
 from cxrgen.modeling import read_model_config
 from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration
 from cxrgen.trainers.arguments import check_best_metric
@@ -90,6 +94,7 @@ class VlciStage(TrainingStage):
     name = "vlci"
     title = "VLCI fine-tuning"
     trainer_class = VlciTrainer
+    backbone_weights_refusal = None
 
     def build(self, run: StageRun) -> StageParts:
         train = run.split("train")
@@ -97,6 +102,7 @@ class VlciStage(TrainingStage):
         from_radcare = init is not None and _is_cmcrl_folder(init)
         model_config, processor = cmcrl_config_and_processor(
             run.config,
+            self.name,
             self.default_preset,
             train["report"],
             run.checkpoint if run.checkpoint is not None else (init if from_radcare else None),
@@ -115,16 +121,24 @@ class VlciStage(TrainingStage):
         initialization = None
         if from_radcare:
             model, transfer = CmcrlForConditionalGeneration.from_pretraining(init, config=model_config)
-            initialization = f"RadCARE checkpoint {Path(init).name}: {transfer.summary()}"
+            # RadCARE's card names the Hub model its backbone started from (e.g. ImageNet's); say it here too.
+            start = card_base_model(init)
+            started = f" (its vision backbone started from {start})" if start else ""
+            initialization = f"RadCARE checkpoint {Path(init).name}{started}: {transfer.summary()}"
             logger.info(
                 "VLCI --init %s: %s; fresh: %s; unused: %s", init, transfer.summary(), transfer.fresh, transfer.unused
             )
         else:
             model = CmcrlForConditionalGeneration(model_config)
+            frozen = " (frozen)" if model_config.freeze_backbone else ""
             if init is not None:
                 model.load_backbone_weights(init)
-                frozen = " (frozen)" if model_config.freeze_backbone else ""
                 initialization = f"vision backbone{frozen} from {Path(init).name}; the rest of the model starts fresh"
+            elif run.backbone_weights is not None:
+                run.load_backbone(model.load_backbone_weights)
+                initialization = (
+                    f"vision backbone{frozen} from {run.backbone_start}; the rest of the model starts fresh"
+                )
 
         setup = {
             "best model metric": args.metric_for_best_model if args.load_best_model_at_end else "last checkpoint",

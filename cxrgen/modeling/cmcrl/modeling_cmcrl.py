@@ -154,7 +154,7 @@ class CmcrlTransferReport:
 
     `fresh_layers` names the encoder / decoder layers beyond the pre-trained depth (e.g. "encoder.layers.3"), all
     of whose tensors start fresh; `partial` maps a tensor copied in part to what was copied (view embeddings of
-    more views than RadCARE's)."""
+    more or fewer views than RadCARE's)."""
 
     copied: list[str] = field(default_factory=list)
     fresh: list[str] = field(default_factory=list)
@@ -1071,7 +1071,8 @@ class CmcrlForConditionalGeneration(CmcrlPreTrainedModel, GenerationMixin):
         Fresh: VDM, LDM and, when `config` is deeper than RadCARE (the reference pre-trains 3+3 layers and fine-tunes
         6+6 on MIMIC-CXR), the layers beyond the pre-trained depth, named in the report's `fresh_layers`. RadCARE
         pre-trains on single images, so only the first row of its view embeddings is trained; with fewer views in
-        RadCARE than in `config`, its rows are copied and the others start fresh (`partial`). Returns (model,
+        RadCARE than in `config`, its rows are copied and the others start fresh, with more (a two-view RadCARE for
+        one-view MIMIC-CXR) its first rows are copied (`partial`). Returns (model,
         CmcrlTransferReport); a shape mismatch elsewhere (vocab_size, hidden_size, backbone) is a ValueError.
         """
         if not isinstance(pretraining, CmcrlForPreTraining):
@@ -1088,6 +1089,10 @@ class CmcrlForConditionalGeneration(CmcrlPreTrainedModel, GenerationMixin):
             if name == VIEW_EMBEDDINGS and value.shape[1:] == tensor.shape[1:] and len(value) < len(tensor):
                 report.partial[name] = f"rows 0-{len(value) - 1} of {len(tensor)} copied, the others start fresh"
                 value = torch.cat([value, tensor[len(value) :]])
+            elif name == VIEW_EMBEDDINGS and value.shape[1:] == tensor.shape[1:] and len(value) > len(tensor):
+                # A RadCARE of two views (IU-Xray and MIMIC-CXR pre-trained together) for a one-view MIMIC-CXR VLCI.
+                report.partial[name] = f"rows 0-{len(tensor) - 1} of RadCARE's {len(value)} copied"
+                value = value[: len(tensor)]
             elif value.shape != tensor.shape:
                 raise ValueError(
                     f"Cannot transfer {name}: RadCARE has shape {tuple(value.shape)}, VLCI expects "
