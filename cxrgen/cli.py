@@ -194,6 +194,27 @@ def _demo(args: argparse.Namespace) -> None:
     )
 
 
+def _benchmark(args: argparse.Namespace) -> None:
+    try:
+        from .benchmark import run_benchmark
+    except ImportError as error:
+        raise ValueError(
+            f"cxrgen benchmark needs scikit-learn and matplotlib ({error}): pip install 'cxrgen[benchmark]'"
+        ) from error
+
+    ablations = None if args.ablations == "all" else [name for name in args.ablations.split(",") if name != "none"]
+    run_benchmark(
+        args.output,
+        method=args.model,
+        seeds=range(args.seeds),
+        profile=args.profile,
+        ablations=ablations,
+        source=args.source,
+        max_studies=args.max_studies,
+        max_steps=args.max_steps,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``cxrgen`` command."""
     names = " or ".join(method.display_name for method in METHODS.values())
@@ -396,6 +417,33 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--num-beams", type=int, help="beams for the model's reports (default: the demo setting)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(handler=_demo)
+
+    benchmark = commands.add_parser(
+        "benchmark",
+        help="the quality benchmark on phantom data: N seeds of a recipe and its ablations against reference systems",
+        parents=[common],
+    )
+    benchmark.add_argument("--model", choices=list(METHODS), default=DEFAULT_METHOD, help="which method to train")
+    benchmark.add_argument(
+        "--output",
+        required=True,
+        help="the benchmark folder (data, one folder per run, results); runs already complete there are reused",
+    )
+    benchmark.add_argument("--seeds", type=int, default=5, help="train with seeds 0..N-1 (default: 5)")
+    benchmark.add_argument(
+        "--profile", choices=["demo", "full"], default="demo", help="the demo recipe, or the longer full one"
+    )
+    benchmark.add_argument(
+        "--ablations",
+        default="all",
+        help="'all' (default), 'none' or comma-separated names of the preset's ablations (e.g. no-vdm,no-ldm)",
+    )
+    benchmark.add_argument(
+        "--source", choices=["auto", "iu", "synthetic"], default="auto", help="report text of the phantoms"
+    )
+    benchmark.add_argument("--max-studies", type=int, help="use at most this many studies (default: all)")
+    benchmark.add_argument("--max-steps", type=int, help="training steps of each stage that counts steps")
+    benchmark.set_defaults(handler=_benchmark)
     return parser
 
 

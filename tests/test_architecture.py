@@ -28,7 +28,7 @@ LAYERS = (
     ("evaluation", ("cxrgen.evaluation",)),
     ("hub_cards", ("cxrgen.hub_cards",)),
     ("trainers", ("cxrgen.trainers",)),
-    ("application", ("cxrgen", "cxrgen.cli", "cxrgen.convert", "cxrgen.demo", "cxrgen.app")),
+    ("application", ("cxrgen", "cxrgen.cli", "cxrgen.convert", "cxrgen.demo", "cxrgen.benchmark", "cxrgen.app")),
 )
 # Model folders may import these (yaml: PyYAML, which transformers depends on, reads the preset files), the standard
 # library and single-dot sibling files. The processing files that travel

@@ -32,7 +32,12 @@ Stage 2 (`TrrgForConditionalGeneration`, the transformers 5 VLM layout: `model` 
   * Zero-shot disease head: the stage-1 visual projection, temperature and prompt embeddings (a persistent
     buffer, so the text tower is not needed); frozen by default (`freeze_zero_shot_head`) so that the stage-1
     perception stays the robust prior the clues are built from.
-  * Clue injection: observations are selected by per-observation threshold, top-k or all; each clue is
+  * The vision tower is fine-tuned with the rest unless `freeze_vision_tower` (on in the tiny CPU recipe, with
+    observation-balanced sampling of the training studies: without the two, its stage 2 wrote the normal report
+    for every study; benchmarks/QUALITY.md).
+  * Clue injection: observations are selected by per-observation threshold, top-k, all or none (the ablation
+    without clues); `clue_probabilities` given to `forward` / `generate` replace the zero-shot head's as their
+    source (clues from another classifier, or another study's, to test that the report follows them); each clue is
     MLP([t_polarity ; p]) + observation embedding + polarity embedding, polarity = p >= threshold. Selected
     clues are packed most probable first into `num_clue_tokens` slots; empty slots carry a learned "no clue"
     embedding, so prompts have a fixed length and the KV cache needs no mask surgery.
