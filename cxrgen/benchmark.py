@@ -70,6 +70,7 @@ def run_benchmark(
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
     profile: str = "demo",
     ablations: Sequence[str] | None = None,
+    ablation_seeds: Sequence[int] | None = None,
     source: str = "auto",
     image_size: int | None = None,
     max_studies: int | None = None,
@@ -81,7 +82,8 @@ def run_benchmark(
 ) -> dict:
     """Run (or continue) the quality benchmark of ``method`` in ``output_dir`` and return its summary.
 
-    ``ablations``: names of the preset's ``benchmark.ablations`` (None: all of them; ``()``: none). ``image_size``,
+    ``ablations``: names of the preset's ``benchmark.ablations`` (None: all of them; ``()``: none), trained with
+    ``ablation_seeds`` (default: ``seeds``; a subset of them, so that each ablation is compared on its seeds). ``image_size``,
     ``max_studies``, ``max_steps``, ``batch_size`` and ``model_overrides`` shrink a run as in
     :func:`cxrgen.demo.run_demo` (for smoke tests); the data are built with seed 0 whatever the training seeds.
     """
@@ -90,6 +92,9 @@ def run_benchmark(
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise ValueError(f"seeds must be distinct integers >= 0, got {seeds!r}.")
+    ablation_seeds = seeds if ablation_seeds is None else list(ablation_seeds)
+    if not ablation_seeds or not set(ablation_seeds) <= set(seeds):
+        raise ValueError(f"ablation seeds must be some of the seeds {seeds}, got {ablation_seeds!r}.")
     spec = get_method(method)
     preset = load_preset(method, spec.demo_preset)
     benchmark = preset.get("benchmark")
@@ -120,7 +125,7 @@ def run_benchmark(
         settings, _ = recipe_settings(recipe, image_size, max_steps, None, batch_size, model_overrides)
         # An ablation changes the report generator (the last stage) only; the stages before it are the recipe's.
         settings["stages"][-1]["model"] = {**settings["stages"][-1].get("model", {}), **overrides}
-        for seed in seeds:
+        for seed in seeds if variant == RECIPE else ablation_seeds:
             run_dir = output_dir / "runs" / variant / f"seed-{seed}"
             plan = {"method": method, "profile": profile, "variant": variant, "seed": seed, "settings": settings}
             plan["data"] = data_settings
@@ -129,7 +134,7 @@ def run_benchmark(
                 _run(spec, benchmark, plan, annotation, annotation_path, image_root, run_dir, shared, echo)
             )
     references = _references(annotation, image_root, runs[RECIPE][0]["model_dir"], output_dir, echo)
-    summary = _summary(spec, profile, seeds, data_settings, annotation, runs, references)
+    summary = _summary(spec, profile, seeds, ablation_seeds, data_settings, annotation, runs, references)
     (output_dir / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     (output_dir / "results.md").write_text(results_markdown(summary), encoding="utf-8")
     per_observation_figure(summary, output_dir / FIGURE_NAME)
@@ -351,7 +356,7 @@ def _spread(values: list[float | None]) -> dict:
     return {"mean": float(array.mean()), "std": std, "values": [float(v) for v in array]}
 
 
-def _summary(spec, profile, seeds, data_settings, annotation, runs, references) -> dict:
+def _summary(spec, profile, seeds, ablation_seeds, data_settings, annotation, runs, references) -> dict:
     systems = {}
     for variant, records in runs.items():
         systems[f"{spec.display_name} ({variant})"] = [record["metrics"] for record in records]
@@ -373,6 +378,7 @@ def _summary(spec, profile, seeds, data_settings, annotation, runs, references) 
         model = [record["metrics"]["ce"]["macro"]["f1"] for record in records]
         baseline_scores = [references[name]["ce"]["macro"]["f1"] for name in BASELINE_NAMES]
         variants[variant] = {
+            "seeds": [record["plan"]["seed"] for record in records],
             "seeds_beating_both_baselines": sum(score > max(baseline_scores) for score in model),
             "distinct_reports": [record["distinct_reports"] for record in records],
             "train_seconds": _spread([record["train_seconds"] for record in records]),
@@ -391,6 +397,7 @@ def _summary(spec, profile, seeds, data_settings, annotation, runs, references) 
         "display_name": spec.display_name,
         "profile": profile,
         "seeds": seeds,
+        "ablation_seeds": ablation_seeds,
         "data": data_settings,
         "studies": {split: len(entries) for split, entries in annotation.items()},
         "test_support": {obs: test_support[obs]["support"] for obs in CHEXPERT_OBSERVATIONS},
@@ -428,7 +435,8 @@ def results_markdown(summary: dict) -> str:
         "Phantom radiographs: a check that the method learns to read what the data generator draws, not clinical "
         "performance. Research use only.",
         "",
-        f"Data: {summary['data']}, studies {summary['studies']}; seeds {seeds}; environment "
+        f"Data: {summary['data']}, studies {summary['studies']}; seeds {seeds} (ablations: "
+        f"{summary['ablation_seeds']}); environment "
         f"{json.dumps(summary['environment'])}.",
         "Trained systems: mean ± sample standard deviation over the seeds; reference systems are deterministic.",
         "",
@@ -441,7 +449,7 @@ def results_markdown(summary: dict) -> str:
     lines.append("|---|---:|---|---:|")
     for variant, facts in summary["variants"].items():
         lines.append(
-            f"| {variant} | {facts['seeds_beating_both_baselines']} of {len(seeds)} | "
+            f"| {variant} | {facts['seeds_beating_both_baselines']} of {len(facts['seeds'])} | "
             f"{facts['distinct_reports']} | {_cell(facts['train_seconds'], 0)} |"
         )
     swapped = {v: f for v, f in summary["variants"].items() if "swapped_clues_follow_rate" in f}

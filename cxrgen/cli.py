@@ -207,6 +207,7 @@ def _benchmark(args: argparse.Namespace) -> None:
         args.output,
         method=args.model,
         seeds=range(args.seeds),
+        ablation_seeds=None if args.ablation_seeds is None else range(args.ablation_seeds),
         profile=args.profile,
         ablations=ablations,
         source=args.source,
@@ -430,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the benchmark folder (data, one folder per run, results); runs already complete there are reused",
     )
     benchmark.add_argument("--seeds", type=int, default=5, help="train with seeds 0..N-1 (default: 5)")
+    benchmark.add_argument(
+        "--ablation-seeds", type=int, help="train the ablations with seeds 0..N-1 only (default: all the seeds)"
+    )
     benchmark.add_argument(
         "--profile", choices=["demo", "full"], default="demo", help="the demo recipe, or the longer full one"
     )

@@ -39,6 +39,7 @@ def cmcrl_benchmark(tmp_path_factory):
             method="cmcrl",
             seeds=[0, 1],
             ablations=["no-vdm-no-ldm"],
+            ablation_seeds=[1],
             image_size=32,
             model_overrides=TINY_MODEL,
             echo=lines.append,
@@ -68,7 +69,9 @@ def test_every_system_is_scored_and_the_summary_is_what_the_runs_recorded(cmcrl_
 
 
 def test_the_ablation_trains_only_the_report_generator_on_the_recipes_earlier_stages(cmcrl_benchmark):
-    output, _, _ = cmcrl_benchmark
+    output, summary, _ = cmcrl_benchmark
+    assert summary["variants"]["recipe"]["seeds"] == [0, 1] and summary["variants"]["no-vdm-no-ldm"]["seeds"] == [1]
+    assert not (output / "runs" / "no-vdm-no-ldm" / "seed-0").exists()
     ablation = output / "runs" / "no-vdm-no-ldm" / "seed-1"
     assert (ablation / "backbone").is_symlink()
     assert (ablation / "backbone").resolve() == (output / "runs" / "recipe" / "seed-1" / "backbone").resolve()
@@ -98,6 +101,7 @@ def test_complete_runs_are_reused_and_other_settings_refused(cmcrl_benchmark, mo
         method="cmcrl",
         seeds=[0, 1],
         ablations=["no-vdm-no-ldm"],
+        ablation_seeds=[1],
         image_size=32,
         model_overrides=TINY_MODEL,
         echo=lines.append,
@@ -107,6 +111,8 @@ def test_complete_runs_are_reused_and_other_settings_refused(cmcrl_benchmark, mo
     assert again["systems"] == summary["systems"]
     with pytest.raises(ValueError, match="other settings"):
         run_benchmark(output, method="cmcrl", seeds=[0], ablations=[], image_size=32, echo=lines.append, **SMALL)
+    with pytest.raises(ValueError, match="ablation seeds must be some of the seeds"):
+        run_benchmark(output, method="cmcrl", seeds=[0], ablation_seeds=[3], echo=lines.append, **SMALL)
     with pytest.raises(ValueError, match="Unknown ablation"):
         run_benchmark(output, method="cmcrl", seeds=[0], ablations=["no-such"], echo=lines.append, **SMALL)
 
