@@ -11,9 +11,9 @@ it never stops early: every study is decoded to `--max-length` tokens (the worst
 
 `--profile` adds a per-module table of one training step (after a warm-up step) from the torch profiler: each
 module's forward time, and its backward time (the autograd nodes its forward created, matched by sequence number),
-plus the optimizer step and the most expensive operators. `--compare-with` times the same parts with another
-checkout of this repository (its own `benchmarks/bench_cmcrl.py`, default settings), alternating the two
-`--repeats` times, so that both see the same load on a shared machine; it reports every run and the ratios.
+plus the optimizer step and the most expensive operators. `--compare-with` times the same parts, with the same settings, with
+the `cxrgen` package of another checkout of this repository (e.g. an older commit), alternating the two `--repeats`
+times so that both see the same load on a shared machine; it reports every run and the speed-ups (min, median, max).
 Times are wall-clock seconds and the process CPU seconds (all threads), which a busy machine disturbs less.
 """
 
@@ -241,7 +241,7 @@ def main():
         runs = {"this": [], "other": []}
         for _ in range(args.repeats):
             runs["this"].append(run_part(here, part, common + options))
-            runs["other"].append(run_part(args.compare_with, part, common))
+            runs["other"].append(run_part(args.compare_with, part, common + options))
         ratios = [other["seconds"] / this["seconds"] for this, other in zip(runs["this"], runs["other"])]
         cpu_ratios = [other["cpu_seconds"] / this["cpu_seconds"] for this, other in zip(runs["this"], runs["other"])]
         report[part] = {
@@ -257,8 +257,8 @@ def main():
 
 
 def run_part(checkout: str, part: str, arguments: list[str]) -> dict:
-    """One measurement in a fresh process with `checkout` (a checkout of this repository) first on the import path."""
-    command = [sys.executable, os.path.join(checkout, "benchmarks", "bench_cmcrl.py"), "--part", part, *arguments]
+    """One measurement in a fresh process importing `cxrgen` from `checkout` (a checkout of this repository)."""
+    command = [sys.executable, os.path.abspath(__file__), "--part", part, *arguments]
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join([checkout, os.environ.get("PYTHONPATH", "")]))
     completed = subprocess.run(command, capture_output=True, text=True, check=True, env=environment)
     return json.loads(completed.stdout.strip().splitlines()[-1])

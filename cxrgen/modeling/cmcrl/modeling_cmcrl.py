@@ -438,9 +438,12 @@ class CmcrlVisionEmbeddings(nn.Module):
                 f"pixel_values: expected images of {size}x{size} pixels, got {tuple(pixel_values.shape[-2:])}"
             )
         real = pixel_mask.reshape(-1)
+        # Channels-last images make the whole convolutional backbone run channels-last: oneDNN's convolution and
+        # batch-norm kernels are faster in that layout on CPU (benchmarks/RESULTS.md); values are unchanged.
+        images = pixel_values.reshape(-1, *pixel_values.shape[2:])[real].contiguous(memory_format=torch.channels_last)
         # A frozen backbone runs without autograd: from_pretrained re-creates parameters with requires_grad=True.
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_backbone):
-            features = self.backbone(pixel_values.reshape(-1, *pixel_values.shape[2:])[real]).feature_maps[-1]
+            features = self.backbone(images).feature_maps[-1]
         if features.shape[-2:] != (grid, grid):
             raise ValueError(
                 f"backbone_config: the backbone gives a {tuple(features.shape[-2:])} grid at {size} px, but "
