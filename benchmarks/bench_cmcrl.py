@@ -31,6 +31,7 @@ from collections import defaultdict
 import torch
 import transformers
 
+from cxrgen.compat import enable_checkpointing
 from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration, CmcrlForPreTraining
 
 # The reference's 4,347-word mixed vocabulary (<unk> included) plus its id 0 gives 4,348 rows; here the same
@@ -58,7 +59,7 @@ def training_step(args, model, pixel_values):
     """A function running one training step (forward, backward, optimizer step) on random labels."""
     model.train()
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        enable_checkpointing(model)
     # adamw = the Trainer's default `adamw_torch` (on CPU a loop over the parameters), adamw_fused its `adamw_torch_fused`.
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=args.optimizer == "adamw_fused")
     labels = torch.randint(4, VOCAB_SIZE, (args.batch_size, args.max_length))

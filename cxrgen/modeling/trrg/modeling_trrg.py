@@ -75,6 +75,7 @@ from transformers import (
 )
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils import ModelOutput, can_return_tuple
 
@@ -491,7 +492,7 @@ class TrrgClueInjector(nn.Module):
         return clues, order, polarity, clue_mask
 
 
-class TrrgInteractionLayer(nn.Module):
+class TrrgInteractionLayer(GradientCheckpointingLayer):
     """Clues <- visual memory, then queries <- [visual memory ; clues]; pre-LN residual blocks with FFNs."""
 
     def __init__(self, hidden: int, heads: int, dropout: float):
