@@ -77,6 +77,22 @@ def test_cache_and_no_cache_generate_identical_tokens(model, studies, num_beams)
     assert torch.equal(cached, uncached)
 
 
+def test_beam_search_without_reordering_the_cross_attention_cache_gives_the_same_beams(model, studies, monkeypatch):
+    pixel_values, pixel_mask = studies
+    kwargs = dict(pixel_values=pixel_values, pixel_mask=pixel_mask, num_beams=3, num_return_sequences=3)
+    kwargs.update(min_length=12, max_length=12, output_scores=True, return_dict_in_generate=True)
+    fast = model.generate(**kwargs)
+
+    def reorder_everything(cache, beam_idx):
+        cache.reorder_cache(beam_idx)
+        return cache
+
+    monkeypatch.setattr(CmcrlForConditionalGeneration, "_reorder_cache", staticmethod(reorder_everything))
+    full = model.generate(**kwargs)
+    assert torch.equal(fast.sequences, full.sequences)
+    torch.testing.assert_close(fast.sequences_scores, full.sequences_scores, rtol=0, atol=0)
+
+
 def test_sampling_is_reproducible_with_a_seed(model, studies):
     pixel_values, pixel_mask = studies
     runs = []
