@@ -463,7 +463,8 @@ class CmcrlVisionEmbeddings(nn.Module):
             )
         real = pixel_mask.reshape(-1)
         # Channels-last images make the whole convolutional backbone run channels-last: oneDNN's convolution and
-        # batch-norm kernels are faster in that layout on CPU (benchmarks/RESULTS.md); values are unchanged.
+        # batch-norm kernels are faster in that layout on CPU (benchmarks/RESULTS.md); the values differ by float
+        # rounding only.
         images = pixel_values.reshape(-1, *pixel_values.shape[2:])[real].contiguous(memory_format=torch.channels_last)
         # A frozen backbone runs without autograd: from_pretrained re-creates parameters with requires_grad=True.
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_backbone):
@@ -1034,7 +1035,8 @@ class CmcrlForConditionalGeneration(CmcrlPreTrainedModel, GenerationMixin):
         """Beam search's reordering (GenerationMixin calls it when the model defines it): the self-attention cache
         (with the LDM's prefix) only. The cross-attention cache (encoder keys and values, the LDM mediator) is the
         same for every beam of a study and beams are only ever reordered within their study, so copying it at every
-        step, as `EncoderDecoderCache.reorder_cache` does, would change nothing and took a quarter of the time."""
+        step, as `EncoderDecoderCache.reorder_cache` does, changes nothing; it took about 40 % of the generation time
+        (benchmarks/RESULTS.md)."""
         cache.self_attention_cache.reorder_cache(beam_idx)
         return cache
 
