@@ -1,8 +1,11 @@
 """VLCI (CmcrlForConditionalGeneration): overfitting, save/load, KV cache, causality, token counts, missing views."""
 
+import copy
+
 import pytest
 import torch
 
+from cxrgen.compat import enable_checkpointing
 from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration, CmcrlForPreTraining
 from cxrgen.modeling.cmcrl.modeling_cmcrl import causal_front_door_intervention, front_door_intervention
 
@@ -72,6 +75,22 @@ def test_cache_and_no_cache_generate_identical_tokens(model, studies, num_beams)
     uncached = model.generate(**kwargs, use_cache=False)
     assert cached.shape[1] > 4
     assert torch.equal(cached, uncached)
+
+
+def test_beam_search_without_reordering_the_cross_attention_cache_gives_the_same_beams(model, studies, monkeypatch):
+    pixel_values, pixel_mask = studies
+    kwargs = dict(pixel_values=pixel_values, pixel_mask=pixel_mask, num_beams=3, num_return_sequences=3)
+    kwargs.update(min_length=12, max_length=12, output_scores=True, return_dict_in_generate=True)
+    fast = model.generate(**kwargs)
+
+    def reorder_everything(cache, beam_idx):
+        cache.reorder_cache(beam_idx)
+        return cache
+
+    monkeypatch.setattr(CmcrlForConditionalGeneration, "_reorder_cache", staticmethod(reorder_everything))
+    full = model.generate(**kwargs)
+    assert torch.equal(fast.sequences, full.sequences)
+    torch.testing.assert_close(fast.sequences_scores, full.sequences_scores, rtol=0, atol=0)
 
 
 def test_sampling_is_reproducible_with_a_seed(model, studies):
@@ -250,3 +269,38 @@ def test_frozen_backbone_stays_as_loaded_through_training_and_reloading(studies,
     train_step(model)
     model.save_pretrained(tmp_path)
     train_step(CmcrlForConditionalGeneration.from_pretrained(tmp_path))
+
+
+@pytest.mark.parametrize("model_class", [CmcrlForConditionalGeneration, CmcrlForPreTraining])
+def test_gradient_checkpointing_gives_the_same_loss_gradients_and_batch_norm_statistics(model_class, studies):
+    torch.manual_seed(0)
+    plain = model_class(tiny_config()).train()
+    checkpointed = copy.deepcopy(plain)
+    enable_checkpointing(checkpointed)
+    assert checkpointed.encoder.embeddings.gradient_checkpointing
+    assert all(layer.gradient_checkpointing for layer in [*checkpointed.encoder.layers, *checkpointed.decoder.layers])
+    pixel_values, pixel_mask = studies
+    if model_class is CmcrlForPreTraining:
+        ids = torch.tensor([[1, 5, 6, 7, 8, 2], [1, 9, 10, 11, 2, 0], [1, 12, 13, 14, 15, 2]])
+        inputs = {"pixel_values": pixel_values[:, 0], "input_ids": ids, "task": "vt2t"}
+    else:
+        inputs = {
+            "pixel_values": pixel_values,
+            "pixel_mask": pixel_mask,
+            "labels": torch.tensor([[1, 5, 6, 7, 2]] * 3),
+        }
+    losses = []
+    for model in (plain, checkpointed):
+        torch.manual_seed(3)  # the same dropout masks and text cuts; the replay must reproduce them
+        losses.append(model(**inputs).loss)
+        losses[-1].backward()
+    torch.testing.assert_close(losses[1], losses[0])
+    checked = 0
+    for (name, expected), (_, parameter) in zip(plain.named_parameters(), checkpointed.named_parameters()):
+        if expected.grad is not None:
+            torch.testing.assert_close(parameter.grad, expected.grad, msg=name)
+            checked += 1
+    assert checked > 50
+    # The backward replay of the backbone must not update its batch-norm running statistics a second time.
+    for (name, expected), (_, buffer) in zip(plain.named_buffers(), checkpointed.named_buffers()):
+        torch.testing.assert_close(buffer, expected, msg=name)

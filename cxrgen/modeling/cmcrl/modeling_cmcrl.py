@@ -60,11 +60,13 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 from transformers import AutoBackbone, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import DynamicCache, DynamicLayer, EncoderDecoderCache
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ModelOutput, Seq2SeqLMOutput
 
 from .configuration_cmcrl import PRETRAINING_TASKS, CmcrlConfig
@@ -285,7 +287,7 @@ class CmcrlFeedForward(nn.Module):
         return self.fc2(self.dropout(self.act(self.fc1(x))))
 
 
-class CmcrlEncoderLayer(nn.Module):
+class CmcrlEncoderLayer(GradientCheckpointingLayer):
     """Pre-LN transformer encoder layer; returns the attention probabilities for the rollout."""
 
     def __init__(self, config: CmcrlConfig):
@@ -331,7 +333,7 @@ class CmcrlMultiwayEncoderLayer(CmcrlEncoderLayer):
         return torch.cat([vision, text], dim=1), probs
 
 
-class CmcrlDecoderLayer(nn.Module):
+class CmcrlDecoderLayer(GradientCheckpointingLayer):
     """Pre-LN decoder layer: (causal) self-attention, cross-attention to the encoder, feed-forward."""
 
     def __init__(self, config: CmcrlConfig, layer_idx: int):
@@ -400,6 +402,9 @@ class CmcrlMultimodalDecoderLayer(CmcrlDecoderLayer):
 class CmcrlVisionEmbeddings(nn.Module):
     """Backbone features -> linear projection + 2-D sin-cos position (+ view embedding) -> LayerNorm; plus a CLS token."""
 
+    # Set by `gradient_checkpointing_enable()` (transformers sets it on every module that has the attribute).
+    gradient_checkpointing = False
+
     def __init__(self, config: CmcrlConfig):
         super().__init__()
         self.config = config
@@ -424,6 +429,25 @@ class CmcrlVisionEmbeddings(nn.Module):
             self.backbone.requires_grad_(False)
         return self
 
+    def _replayable_backbone(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The backbone's last feature map as a function that checkpointing may call twice: the replay in the
+        backward pass leaves the batch-norm running statistics as the first call left them (it would otherwise
+        update them a second time, so that a checkpointed step would not train the same model)."""
+        calls = []
+
+        def features(images: torch.Tensor) -> torch.Tensor:
+            if not calls:
+                calls.append(True)
+                return self.backbone(images).feature_maps[-1]
+            statistics = [(buffer, buffer.clone()) for buffer in self.backbone.buffers()]
+            try:
+                return self.backbone(images).feature_maps[-1]
+            finally:  # also when the replay stops early, once it has recomputed what the backward pass needs
+                for buffer, saved in statistics:
+                    buffer.copy_(saved)
+
+        return features
+
     def position_encoding(self, num_views: int, device: torch.device | str | None) -> torch.Tensor:
         """(1 + V*G*G, D): zero for CLS, the same grid encoding for every view."""
         grid = grid_position_encoding(self.config.grid_size, self.config.hidden_size, device)
@@ -438,9 +462,18 @@ class CmcrlVisionEmbeddings(nn.Module):
                 f"pixel_values: expected images of {size}x{size} pixels, got {tuple(pixel_values.shape[-2:])}"
             )
         real = pixel_mask.reshape(-1)
+        # Channels-last images make the whole convolutional backbone run channels-last: oneDNN's convolution and
+        # batch-norm kernels are faster in that layout on CPU (benchmarks/RESULTS.md); the values differ by float
+        # rounding only.
+        images = pixel_values.reshape(-1, *pixel_values.shape[2:])[real].contiguous(memory_format=torch.channels_last)
         # A frozen backbone runs without autograd: from_pretrained re-creates parameters with requires_grad=True.
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_backbone):
-            features = self.backbone(pixel_values.reshape(-1, *pixel_values.shape[2:])[real]).feature_maps[-1]
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                # Non-reentrant whatever the checkpointing kwargs: the images need no gradient, and a reentrant
+                # checkpoint would then cut the backbone off from the loss.
+                features = torch.utils.checkpoint.checkpoint(self._replayable_backbone(), images, use_reentrant=False)
+            else:
+                features = self.backbone(images).feature_maps[-1]
         if features.shape[-2:] != (grid, grid):
             raise ValueError(
                 f"backbone_config: the backbone gives a {tuple(features.shape[-2:])} grid at {size} px, but "
@@ -838,7 +871,8 @@ class CmcrlTextDecoder(nn.Module):
         )
         cross_mask = encoder_attention_mask.bool()[:, None, None, :]
         for layer in self.layers:
-            hidden = layer(hidden, causal, encoder_hidden_states, cross_mask, cache)
+            # The cache as a keyword: gradient checkpointing then drops it (a replayed layer would write it twice).
+            hidden = layer(hidden, causal, encoder_hidden_states, cross_mask, cache=cache)
         return self.layer_norm(hidden)
 
 
@@ -898,6 +932,8 @@ class CmcrlPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     # The Trainer must not pass num_items_in_batch: the loss here is already a per-token mean.
     accepts_loss_kwargs = False
+    # The encoder and decoder layers are GradientCheckpointingLayers; the vision embeddings checkpoint the backbone.
+    supports_gradient_checkpointing = True
     _no_split_modules = ["CmcrlEncoderLayer", "CmcrlDecoderLayer"]
 
     @torch.no_grad()
@@ -993,6 +1029,16 @@ class CmcrlForConditionalGeneration(CmcrlPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Linear) -> None:
         """Replace the LM head."""
         self.lm_head = value
+
+    @staticmethod
+    def _reorder_cache(cache: EncoderDecoderCache, beam_idx: torch.LongTensor) -> EncoderDecoderCache:
+        """Beam search's reordering (GenerationMixin calls it when the model defines it): the self-attention cache
+        (with the LDM's prefix) only. The cross-attention cache (encoder keys and values, the LDM mediator) is the
+        same for every beam of a study and beams are only ever reordered within their study, so copying it at every
+        step, as `EncoderDecoderCache.reorder_cache` does, changes nothing; it took about 40 % of the generation time
+        (benchmarks/RESULTS.md)."""
+        cache.self_attention_cache.reorder_cache(beam_idx)
+        return cache
 
     @accepts_either_cache_name
     def forward(

@@ -80,6 +80,7 @@ from transformers import (
 )
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils import ModelOutput, can_return_tuple
 
@@ -497,7 +498,7 @@ class TrrgClueInjector(nn.Module):
         return clues, order, polarity, clue_mask
 
 
-class TrrgInteractionLayer(nn.Module):
+class TrrgInteractionLayer(GradientCheckpointingLayer):
     """Clues <- visual memory, then queries <- [visual memory ; clues]; pre-LN residual blocks with FFNs."""
 
     def __init__(self, hidden: int, heads: int, dropout: float):
