@@ -110,7 +110,7 @@ MAX_GAP = 6
 # Reports repeat a lot (IU-Xray: 2,266 distinct texts in 2,955 studies; normal reports even more in MIMIC-CXR), and
 # an evaluation labels the same references once per system: each labeler keeps the codes of this many recent texts.
 LABEL_CACHE_SIZE = 65536
-# label_reports labels in worker processes from this many distinct reports per process (a worker costs ~0.3 s to
+# label_reports labels in worker processes from this many distinct reports per process (a worker costs ~0.1 s to
 # start, the labeler ~1 ms per report).
 MIN_REPORTS_PER_PROCESS = 1000
 

@@ -1,14 +1,15 @@
 """CPU-bound pure-Python work spread over the machine's cores, with results in input order.
 
 Report labeling and phantom rendering are pure Python and NumPy loops that hold the GIL, so threads do not help;
-they run in a pool of worker processes instead. Workers are started with ``spawn``, not ``fork``: the callers may
-run inside a process where torch has already started its thread pools, and a forked child of a multi-threaded
-process can deadlock on a lock a thread held at the fork. Spawning costs a fresh interpreter per worker (a few
-tenths of a second), so small inputs stay in the calling process.
+they run in a pool of worker processes instead. On Linux the workers are forked: they start at once with every
+module already imported (a spawned worker would import torch and transformers again, seconds per worker, through
+the data modules), and they run only pure Python, NumPy and PIL code, never torch, whose thread pools are what makes
+forking a multi-threaded process unsafe. Elsewhere they are spawned. Small inputs stay in the calling process.
 """
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -45,7 +46,7 @@ def map_chunks(
     num_chunks = min(len(items), processes * 4)
     bounds = [len(items) * index // num_chunks for index in range(num_chunks + 1)]
     chunks = [items[start:end] for start, end in zip(bounds, bounds[1:])]
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
         results = []
         for part in pool.map(function, chunks, [argument] * len(chunks)):
