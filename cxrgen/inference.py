@@ -117,16 +117,30 @@ def generate_reports(
     for start in range(0, len(studies), batch_size):
         batch = [list(study) for study in studies[start : start + batch_size]]
         inputs = generator.processor(images=batch, return_tensors="pt").to(device)
-        generated = generator.model.generate(**inputs, **kwargs)
+        findings = [{}] * len(batch)
+        if method.structured_findings:
+            generated, findings = _generate_with_findings(generator.model, inputs, kwargs)
+        else:
+            generated = generator.model.generate(**inputs, **kwargs)
         if method.prompt_in_output:
             reports = generator.processor.post_process_generation(generated, inputs["input_ids"].shape[1])
         else:
             reports = generator.processor.post_process_generation(generated)
-        findings = [{}] * len(reports)
-        if method.structured_findings:
-            findings = generator.model.structured_findings(inputs["pixel_values"], inputs.get("pixel_mask"))
         results.extend({"report": report, **found} for report, found in zip(reports, findings))
     return results
+
+
+def _generate_with_findings(model, inputs, kwargs):
+    """Generate from a prompt whose image placeholders are filled here, and the structured findings of the same
+    image features: the vision tower and the clue selection run once per study, not once for ``generate`` and once
+    for the findings (the tokens are the same as ``generate(**inputs)``'s, tested)."""
+    features = model.get_image_features(inputs["pixel_values"], inputs.get("pixel_mask"))
+    input_ids = inputs["input_ids"]
+    embeds = model.scatter_image_features(input_ids, model.get_input_embeddings()(input_ids), features)
+    generated = model.generate(
+        input_ids=input_ids, inputs_embeds=embeds, attention_mask=inputs.get("attention_mask"), **kwargs
+    )
+    return generated, model.structured_findings(image_features=features)
 
 
 def format_generation(result: dict) -> str:
