@@ -58,7 +58,9 @@ def fingerprint(output_dir: Path) -> dict:
     digests = {}
     for path in sorted(output_dir.rglob("*")):
         if path.is_file() and path.name not in VOLATILE:
-            digests[str(path.relative_to(output_dir))] = hashlib.sha256(path.read_bytes()).hexdigest()
+            # Prediction records name their image files by absolute path, which holds the run's folder.
+            content = path.read_bytes().replace(str(output_dir).encode(), b"<output>")
+            digests[str(path.relative_to(output_dir))] = hashlib.sha256(content).hexdigest()
     results = json.loads((output_dir / "results.json").read_text())
     return {"files": digests, "metrics": results["metrics"]}
 
