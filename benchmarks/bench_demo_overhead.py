@@ -7,7 +7,7 @@ speed is measured in ``bench_cmcrl.py`` / ``bench_trrg.py``). So a run costs the
 evaluation (loading, image checks, metrics with METEOR, the report with its figures) and its baselines, with
 realistic report texts, and no generation.
 
-    python benchmarks/bench_demo_overhead.py --trees OLD_TREE NEW_TREE --repeat 3 --output /tmp/bench-demo
+    python benchmarks/bench_demo_overhead.py --trees OLD_TREE NEW_TREE --repeat 3 --output OUTPUT_DIR
 
 runs each tree (a checkout of the package: its root goes first on PYTHONPATH) in a fresh process, alternating
 ``--repeat`` times, prints each phase's seconds per tree, the old/new ratio of every pair (median, min-max), and

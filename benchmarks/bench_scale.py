@@ -12,7 +12,7 @@ dicom per study; a tenth of the studies without a CheXpert row, so the labeler l
 
 Each size runs in a fresh process; "peak RSS" is that process's peak (ru_maxrss) after each stage.
 
-    python benchmarks/bench_scale.py --sizes 1000 10000 100000 300000 --workdir /tmp/bench-scale
+    python benchmarks/bench_scale.py --sizes 1000 10000 100000 300000 --workdir WORK_DIR
 """
 
 import argparse
