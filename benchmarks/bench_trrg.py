@@ -6,6 +6,14 @@ Random weights: the numbers are speed and memory, not report quality.
 
     python benchmarks/bench_trrg.py                       # both presets, markdown table on stdout
     python benchmarks/bench_trrg.py --presets tiny --threads 2
+    python benchmarks/bench_trrg.py --modes decode        # TRRG decoding vs a plain LlamaForCausalLM
+
+The "decode" mode times the new tokens after the prompt: each repetition runs ``generate`` for 1 and for
+``NEW_TOKENS`` new tokens, on TRRG and on a ``LlamaForCausalLM`` with TRRG's LLM config and weights given a prompt
+of the same length, alternating; a model's decoding rate is ``BATCH * (NEW_TOKENS - 1)`` over the difference of
+the two times (prompt, vision and clue work cancel out). Times are the process's CPU time (``time.process_time``),
+which other jobs on shared cores inflate less than wall time; run it with one torch thread. It reports both rates
+and the TRRG / plain ratio of each repetition (median, min-max).
 """
 
 import argparse
@@ -92,7 +100,9 @@ def _measure(preset, mode, threads, steps, queue):
         "params_llm_m": llm_params / 1e6,
         "rss_after_build_mib": _rss_mib(),
     }
-    if mode == "generate":
+    if mode == "decode":
+        result.update(_decode_rates(model, input_ids, pixel_values, steps))
+    elif mode == "generate":
         model.eval()
         kwargs = dict(
             input_ids=input_ids,
@@ -142,6 +152,55 @@ def _measure(preset, mode, threads, steps, queue):
     queue.put(result)
 
 
+def _decode_rates(model, input_ids, pixel_values, steps):
+    """TRRG's and a plain Llama's decoding rates (new tokens / s after the prompt) and their ratio per repetition."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    model.eval()
+    plain = LlamaForCausalLM(model.config.text_config).eval()
+    plain.model.load_state_dict(model.model.language_model.state_dict())
+    plain.lm_head.load_state_dict(model.lm_head.state_dict())
+    # A prompt of the same length without placeholders: ordinary word ids.
+    plain_ids = torch.full_like(input_ids, 10)
+    systems = {
+        "trrg": lambda n: model.generate(**_greedy(input_ids, n), pixel_values=pixel_values),
+        "plain": lambda n: plain.generate(**_greedy(plain_ids, n)),
+    }
+    rates = {name: [] for name in systems}
+    with torch.no_grad():
+        for run in systems.values():
+            run(2)  # warm-up
+        for _ in range(steps):
+            for name, run in systems.items():
+                start = time.process_time()
+                run(1)
+                prompt_only = time.process_time() - start
+                start = time.process_time()
+                run(NEW_TOKENS)
+                rates[name].append(BATCH * (NEW_TOKENS - 1) / (time.process_time() - start - prompt_only))
+    ratios = [a / b for a, b in zip(rates["trrg"], rates["plain"])]
+    return {
+        "seconds": BATCH * NEW_TOKENS / statistics.median(rates["trrg"]),
+        "new_tokens_per_s": statistics.median(rates["trrg"]),
+        "plain_new_tokens_per_s": statistics.median(rates["plain"]),
+        "decode_ratio": statistics.median(ratios),
+        "decode_ratio_range": (min(ratios), max(ratios)),
+    }
+
+
+def _greedy(input_ids, new_tokens):
+    import torch
+
+    return dict(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+    )
+
+
 def _rss_mib():
     # ru_maxrss is in KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -183,13 +242,28 @@ def markdown(results, threads):
         "| RSS after build (MiB) | peak RSS (MiB) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    decoded = [r for r in results if r["mode"] == "decode"]
     for r in results:
+        if r["mode"] == "decode":
+            continue
         trainable = f"{r['params_trainable_m']:.2f}" if "params_trainable_m" in r else "-"
         throughput = f"{r['new_tokens_per_s']:.1f}" if "new_tokens_per_s" in r else "-"
         lines.append(
             f"| {r['preset']} | {r['params_total_m']:.1f} | {r['params_llm_m']:.1f} | {r['mode']} | {trainable} | "
             f"{r['seconds']:.3f} | {throughput} | {r['rss_after_build_mib']:.0f} | {r['peak_rss_mib']:.0f} |"
         )
+    if decoded:
+        lines += [
+            "",
+            "| preset | TRRG new tokens/s after the prompt | plain Llama new tokens/s | TRRG / plain: median (min-max) |",
+            "|---|---|---|---|",
+        ]
+        for r in decoded:
+            low, high = r["decode_ratio_range"]
+            lines.append(
+                f"| {r['preset']} | {r['new_tokens_per_s']:.1f} | {r['plain_new_tokens_per_s']:.1f} | "
+                f"{r['decode_ratio']:.3f} ({low:.3f}-{high:.3f}) |"
+            )
     return "\n".join(lines)
 
 
@@ -200,7 +274,7 @@ def main():
         "--modes",
         nargs="+",
         default=["generate", "train_full", "train_lora"],
-        choices=["generate", "train_full", "train_lora"],
+        choices=["generate", "decode", "train_full", "train_lora"],
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads; more only helps on idle cores")
     parser.add_argument("--steps", type=int, default=3, help="timed repetitions (median reported)")

@@ -124,16 +124,30 @@ def generate_reports(
         batch = [list(study) for study in studies[start : start + batch_size]]
         inputs = generator.processor(images=batch, return_tensors="pt").to(device)
         extra = {name: values[start : start + batch_size].to(device) for name, values in study_inputs.items()}
-        generated = generator.model.generate(**inputs, **extra, **kwargs)
+        findings = [{}] * len(batch)
+        if method.structured_findings:
+            generated, findings = _generate_with_findings(generator.model, inputs, kwargs, extra)
+        else:
+            generated = generator.model.generate(**inputs, **extra, **kwargs)
         if method.prompt_in_output:
             reports = generator.processor.post_process_generation(generated, inputs["input_ids"].shape[1])
         else:
             reports = generator.processor.post_process_generation(generated)
-        findings = [{}] * len(reports)
-        if method.structured_findings:
-            findings = generator.model.structured_findings(inputs["pixel_values"], inputs.get("pixel_mask"))
         results.extend({"report": report, **found} for report, found in zip(reports, findings))
     return results
+
+
+def _generate_with_findings(model, inputs, kwargs, extra):
+    """Generate from a prompt whose image placeholders are filled here, and the structured findings of the same
+    image features: the vision tower and the clue selection run once per study, not once for ``generate`` and once
+    for the findings (the tokens are the same as ``generate(**inputs)``'s, tested)."""
+    features = model.get_image_features(inputs["pixel_values"], inputs.get("pixel_mask"), **extra)
+    input_ids = inputs["input_ids"]
+    embeds = model.scatter_image_features(input_ids, model.get_input_embeddings()(input_ids), features)
+    generated = model.generate(
+        input_ids=input_ids, inputs_embeds=embeds, attention_mask=inputs.get("attention_mask"), **kwargs
+    )
+    return generated, model.structured_findings(image_features=features)
 
 
 def format_generation(result: dict) -> str:

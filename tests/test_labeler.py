@@ -264,6 +264,22 @@ def test_label_reports_matches_label_report():
     assert label_reports(texts) == [label_report(text) for text in texts]
 
 
+def test_label_reports_in_worker_processes_gives_the_same_codes():
+    texts = ["Cardiomegaly.", "no pleural effusion .", "Possible pneumonia.", "Cardiomegaly.", ""] * 3
+    expected = [RuleBasedLabeler(granuloma_as_lesion=True).label(text) for text in texts]
+    assert label_reports(texts, processes=2, granuloma_as_lesion=True) == expected
+    assert label_reports(texts, {"Edema": ["fluid overload"]}, processes=2) == label_reports(
+        texts, {"Edema": ["fluid overload"]}, processes=1
+    )
+
+
+def test_cached_codes_are_a_fresh_list_each_time():
+    labeler = RuleBasedLabeler()
+    first = labeler.label("There is cardiomegaly.")
+    first[0] = 99
+    assert labeler.label("There is cardiomegaly.") == label_report("There is cardiomegaly.") != first
+
+
 def test_explain_names_phrase_clause_and_cue():
     evidence = explain_report("No effusion but there is cardiomegaly.")
     by_observation = {item.observation: item for item in evidence}

@@ -70,6 +70,18 @@ def test_nlg_metrics_equal_direct_pycocoevalcap_calls_and_meteor_process_is_clos
     assert 0 < result["METEOR"] < 1
 
 
+@pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs a Java runtime")
+def test_one_meteor_scorer_for_several_systems_gives_each_system_its_own_score():
+    systems = [PREDICTIONS, REFERENCES[::-1], ["no acute cardiopulmonary abnormality ."] * len(REFERENCES)]
+    separate = [compute_nlg_metrics(system, REFERENCES)["METEOR"] for system in systems]
+    with metrics.MeteorScorer() as meteor:
+        shared = [evaluate_reports(system, REFERENCES, meteor=meteor)["nlg"]["METEOR"] for system in systems]
+        process = meteor._meteor.meteor_p
+    assert shared == separate and len(set(shared)) == 3
+    assert process.poll() is not None
+    assert meteor.score({0: ["a ."]}, {0: ["a ."]}) == (None, "the METEOR scorer was closed")
+
+
 def test_meteor_unavailable_without_java_and_the_rest_is_computed(no_java):
     result = compute_nlg_metrics(PREDICTIONS, REFERENCES)
     assert result["METEOR"] is None

@@ -276,6 +276,21 @@ def test_small_synthetic_build_is_readable_and_convertible(tmp_path):
     assert [image.tobytes() for image in row["images"]] == [image.tobytes() for image in expected]
 
 
+def test_build_in_worker_processes_writes_the_same_files(tmp_path):
+    for processes in (1, 2):
+        build_phantom_benchmark(
+            tmp_path / str(processes),
+            source="synthetic",
+            image_size=32,
+            seed=2,
+            synthetic_studies=12,
+            processes=processes,
+        )
+    files = sorted(path.relative_to(tmp_path / "1") for path in (tmp_path / "1").rglob("*") if path.is_file())
+    assert len(files) == 1 + 2 * 12
+    assert all((tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes() for name in files)
+
+
 @pytest.mark.skipif(find_nlm_reports_archive() is None, reason="NLMCXR_reports.tgz (torchxrayvision) not installed")
 def test_small_phantom_iu_build(tmp_path):
     path = build_phantom_benchmark(tmp_path, source="auto", image_size=32, max_studies=10, seed=0)

@@ -24,7 +24,7 @@ import datasets
 import pyarrow as pa
 
 from cxrgen.data.validation import check_images, log_skipped_image_check
-from cxrgen.labeler import label_report
+from cxrgen.labeler import label_reports
 from cxrgen.labels import NUM_OBSERVATIONS
 
 logger = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ def annotation_to_dataset_dict(
     ``decode_images=False`` keeps ``images`` undecoded (``{"path", "bytes"}``), for the collators and the processor to
     read with :func:`~cxrgen.processing.image_processing_cxr.load_image`, the reader inference uses (DICOM included).
     ``labels`` come from an entry's ``labels`` field when it has one, else from ``labeler(report)`` (default:
-    :func:`cxrgen.labeler.label_report`).
+    :func:`cxrgen.labeler.label_reports`).
     """
     if isinstance(annotation_or_path, dict):
         annotation = annotation_or_path
@@ -196,8 +196,9 @@ def annotation_to_dataset_dict(
         split: [[os.path.abspath(image_root / relative) for relative in entry["image_path"]] for entry in entries]
         for split, entries in annotation.items()
     }
-    if labeler is None:
-        labeler = label_report
+    unlabeled = [entry["report"] for entries in annotation.values() for entry in entries if "labels" not in entry]
+    # The project's labeler labels each distinct report once, in worker processes for large annotations.
+    found = iter(label_reports(unlabeled) if labeler is None else [labeler(report) for report in unlabeled])
 
     splits = {}
     for split, entries in annotation.items():
@@ -206,7 +207,7 @@ def annotation_to_dataset_dict(
             if "labels" in entry:
                 labels.append(list(entry["labels"]))
             else:
-                codes = list(labeler(entry["report"]))
+                codes = list(next(found))
                 check_labels(codes, f"labeler output for split '{split}', id '{entry['id']}'")
                 labels.append(codes)
         columns = {

@@ -28,8 +28,9 @@ from pathlib import Path
 from cxrgen.data.annotation import SPLITS, write_annotation
 from cxrgen.data.iu_xray import assign_splits, convert_iu_xray, find_nlm_reports_archive
 from cxrgen.data.phantom import render_study
-from cxrgen.labeler import label_report
+from cxrgen.labeler import label_reports
 from cxrgen.labels import CHEXPERT_OBSERVATIONS, NEGATIVE, NOT_MENTIONED, POSITIVE, UNCERTAIN
+from cxrgen.parallel import map_chunks, worker_count
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ TEMPLATES = {
     },
 }
 NORMAL_SENTENCE = "No acute cardiopulmonary abnormality."
+# Rendering a 64 px study takes a few milliseconds (256 px: ~20 ms): a worker process pays off from this many.
+MIN_STUDIES_PER_PROCESS = 200
 
 
 def build_phantom_benchmark(
@@ -117,12 +120,15 @@ def build_phantom_benchmark(
     seed: int = 0,
     synthetic_studies: int = 1000,
     reports_source: str | os.PathLike | None = None,
+    processes: int | None = None,
 ) -> Path:
     """Render a phantom benchmark into ``output_dir`` and return the path of its ``annotation.json``.
 
     ``max_studies`` keeps that many studies at most, drawn per split in proportion to the split sizes
     (deterministically from ``seed``). ``synthetic_studies`` is the size of the synthetic set before that cut;
     ``reports_source`` is passed to :func:`cxrgen.data.iu_xray.convert_iu_xray` for the ``"iu"`` source.
+    ``processes`` worker processes label and render (default: as many as the input size makes worth it, up to the
+    available cores); every file is the same whatever their number.
     """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}.")
@@ -131,20 +137,16 @@ def build_phantom_benchmark(
     if source == "auto":
         source = "iu" if reports_source is not None or find_nlm_reports_archive() is not None else "synthetic"
     if source == "iu":
-        annotation = _phantom_iu_annotation(reports_source)
+        annotation = _phantom_iu_annotation(reports_source, processes)
     else:
         annotation = synthetic_annotation(synthetic_studies, seed)
     if max_studies is not None:
         annotation = subsample(annotation, max_studies, seed)
 
     output_dir = Path(output_dir)
-    for entries in annotation.values():
-        for entry in entries:
-            views = render_study(entry["labels"], study_seed(seed, entry["id"]), image_size=image_size)
-            study_dir = output_dir / IMAGES_DIR / entry["id"]
-            study_dir.mkdir(parents=True, exist_ok=True)
-            for index, image in enumerate(views):
-                image.save(study_dir / f"{index}.png")
+    studies = [(entry["id"], entry["labels"]) for entries in annotation.values() for entry in entries]
+    workers = worker_count(len(studies), MIN_STUDIES_PER_PROCESS, processes)
+    map_chunks(_render_studies, studies, (output_dir / IMAGES_DIR, seed, image_size), workers)
     path = write_annotation(annotation, output_dir / ANNOTATION_NAME)
     logger.info(
         "Phantom benchmark (%s, %d px): %s studies written to %s.",
@@ -156,17 +158,31 @@ def build_phantom_benchmark(
     return path
 
 
-def _phantom_iu_annotation(reports_source):
+def _render_studies(studies, settings):
+    """Render and save ``(id, labels)`` studies under the images folder (a worker's share of the benchmark)."""
+    images_dir, seed, image_size = settings
+    for study_id, labels in studies:
+        views = render_study(labels, study_seed(seed, study_id), image_size=image_size)
+        study_dir = images_dir / study_id
+        study_dir.mkdir(parents=True, exist_ok=True)
+        for index, image in enumerate(views):
+            image.save(study_dir / f"{index}.png")
+    return [None] * len(studies)
+
+
+def _phantom_iu_annotation(reports_source, processes):
     # The recorded demo and benchmark results were measured on this seeded split; see benchmarks/DEMO.md.
     annotation = convert_iu_xray(reports_source, split="seeded", seed=42)
+    labels = iter(
+        label_reports([entry["report"] for entries in annotation.values() for entry in entries], processes=processes)
+    )
     result = {}
     for split, entries in annotation.items():
-        result[split] = []
-        for entry in entries:
-            # The NLM image ids would point at real images that these phantoms are not.
-            kept = {key: value for key, value in entry.items() if key != "image_ids"}
-            kept["labels"] = list(label_report(entry["report"]))
-            result[split].append(kept)
+        # The NLM image ids would point at real images that these phantoms are not.
+        result[split] = [
+            {**{key: value for key, value in entry.items() if key != "image_ids"}, "labels": next(labels)}
+            for entry in entries
+        ]
     return result
 
 

@@ -46,32 +46,85 @@ def _check_texts(predictions, references):
         )
 
 
-def _meteor(gts, res):
-    """METEOR from pycocoevalcap, with its Java process always shut down afterwards."""
-    # The jar reads one segment per line: a newline inside a text would desynchronise the exchange and hang it.
-    # Its -norm tokenisation treats newlines as spaces anyway, so flattening them does not change the score.
-    gts = {key: [text.replace("\r", " ").replace("\n", " ") for text in texts] for key, texts in gts.items()}
-    res = {key: [text.replace("\r", " ").replace("\n", " ") for text in texts] for key, texts in res.items()}
-    scorer = Meteor()
-    try:
-        score, _ = scorer.compute_score(gts, res)
-    finally:
-        # pycocoevalcap only stops the jar in __del__, whose timing is up to the garbage collector.
-        with scorer.lock:
-            scorer.meteor_p.stdin.close()
-            scorer.meteor_p.kill()
-            scorer.meteor_p.wait()
-            scorer.meteor_p.stdout.close()
-            scorer.meteor_p.stderr.close()
-    return float(score)
+class MeteorScorer:
+    """One METEOR process (pycocoevalcap's ``Meteor``, which runs meteor-1.5.jar with ``java``) for several scorings.
+
+    Starting the jar costs seconds (the JVM loads its paraphrase tables) and each later scoring about one, so an
+    evaluation of several systems passes one scorer to every :func:`compute_nlg_metrics` call. The jar scores every
+    segment on its own, so a shared scorer gives exactly the scores of one process per call (tested). The process
+    starts on construction and loads while the caller does other work; use the scorer as a context manager, or
+    call :meth:`close`. Without Java (or when the jar fails), :meth:`score` returns None and the reason.
+    """
+
+    def __init__(self):
+        self._meteor = None
+        self.unavailable = JAVA_MISSING if shutil.which("java") is None else None
+        if self.unavailable is None:
+            try:
+                self._meteor = Meteor()
+            except (OSError, ValueError) as error:
+                self.unavailable = _meteor_failure(error)
+
+    def score(self, gts: dict, res: dict) -> tuple[float | None, str | None]:
+        """pycocoevalcap's corpus METEOR of ``res`` against ``gts`` (``{key: [text]}`` dicts), and None; or None and
+        why METEOR is unavailable."""
+        if self._meteor is None:
+            return None, self.unavailable
+        # The jar reads one segment per line: a newline inside a text would desynchronise the exchange and hang it.
+        # Its -norm tokenisation treats newlines as spaces anyway, so flattening them does not change the score.
+        gts = {key: [text.replace("\r", " ").replace("\n", " ") for text in texts] for key, texts in gts.items()}
+        res = {key: [text.replace("\r", " ").replace("\n", " ") for text in texts] for key, texts in res.items()}
+        try:
+            score, _ = self._meteor.compute_score(gts, res)
+        except (OSError, ValueError) as error:
+            # The process is broken now (a dead JVM, a desynchronised exchange): later scorings are refused too.
+            self.unavailable = _meteor_failure(error)
+            self.close()
+            return None, self.unavailable
+        return float(score), None
+
+    def close(self) -> None:
+        """Stop the Java process (pycocoevalcap only stops it in ``__del__``, whose timing is up to the garbage
+        collector)."""
+        if self._meteor is None:
+            return
+        meteor, self._meteor = self._meteor, None
+        self.unavailable = self.unavailable or "the METEOR scorer was closed"
+        # The lock is free unless a failed scoring left it held. Either way it is released at the end, because
+        # pycocoevalcap's __del__ takes it again (and would wait forever on a held one).
+        meteor.lock.acquire(blocking=False)
+        try:
+            meteor.meteor_p.stdin.close()
+            meteor.meteor_p.kill()
+            meteor.meteor_p.wait()
+            meteor.meteor_p.stdout.close()
+            meteor.meteor_p.stderr.close()
+        finally:
+            meteor.lock.release()
+
+    def __enter__(self) -> "MeteorScorer":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
-def compute_nlg_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict:
+def _meteor_failure(error):
+    return (
+        f"METEOR failed while running pycocoevalcap's meteor-1.5.jar with `java` ({error!r}); check that "
+        "the Java runtime works (`java -version`) and has at least 2 GB of memory."
+    )
+
+
+def compute_nlg_metrics(
+    predictions: Sequence[str], references: Sequence[str], meteor: MeteorScorer | None = None
+) -> dict:
     """BLEU-1..4, METEOR, ROUGE-L and CIDEr of predictions against references, as pycocoevalcap computes them.
 
     Args:
         predictions: generated reports, one string each.
         references: the reference reports, one string per prediction, used whole.
+        meteor: a :class:`MeteorScorer` to score METEOR with (left open); by default one is started and stopped here.
 
     Returns:
         ``{"BLEU-1": ..., "BLEU-4": ..., "METEOR": ..., "ROUGE-L": ..., "CIDEr": ..., "unavailable": {...}}``.
@@ -90,18 +143,12 @@ def compute_nlg_metrics(predictions: Sequence[str], references: Sequence[str]) -
     res = {index: [text] for index, text in enumerate(predictions)}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     result = {f"BLEU-{n}": float(bleu[n - 1]) for n in range(1, 5)}
-    result["METEOR"] = None
-    unavailable = {}
-    if shutil.which("java") is None:
-        unavailable["METEOR"] = JAVA_MISSING
+    if meteor is None:
+        with MeteorScorer() as own:
+            result["METEOR"], reason = own.score(gts, res)
     else:
-        try:
-            result["METEOR"] = _meteor(gts, res)
-        except (OSError, ValueError) as error:
-            unavailable["METEOR"] = (
-                f"METEOR failed while running pycocoevalcap's meteor-1.5.jar with `java` ({error!r}); check that "
-                "the Java runtime works (`java -version`) and has at least 2 GB of memory."
-            )
+        result["METEOR"], reason = meteor.score(gts, res)
+    unavailable = {} if reason is None else {"METEOR": reason}
     result["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
     result["CIDEr"] = float(Cider().compute_score(gts, res)[0])
     result["unavailable"] = unavailable
@@ -183,16 +230,23 @@ def compute_ce_metrics(pred_labels: Sequence[Sequence[int]], ref_labels: Sequenc
 
 
 def evaluate_reports(
-    predictions: Sequence[str], references: Sequence[str], labeler: Callable[[str], list[int]] = label_report
+    predictions: Sequence[str],
+    references: Sequence[str],
+    labeler: Callable[[str], list[int]] = label_report,
+    meteor: MeteorScorer | None = None,
 ) -> dict:
     """NLG metrics of predictions against references plus CE metrics from labelling both sides with ``labeler``.
+
+    ``meteor``: a :class:`MeteorScorer` shared by the evaluations of several systems (see
+    :func:`compute_nlg_metrics`). The default labeler keeps the codes of the texts it has seen, so references
+    scored again for another system are not labeled again.
 
     Returns:
         ``{"nlg": compute_nlg_metrics(...), "ce": compute_ce_metrics(...)}``.
     """
     _check_texts(predictions, references)
     return {
-        "nlg": compute_nlg_metrics(predictions, references),
+        "nlg": compute_nlg_metrics(predictions, references, meteor),
         "ce": compute_ce_metrics([labeler(text) for text in predictions], [labeler(text) for text in references]),
     }
 

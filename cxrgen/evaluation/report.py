@@ -22,7 +22,7 @@ import datasets
 from transformers import PreTrainedModel, ProcessorMixin
 
 from cxrgen.data.annotation import annotation_to_dataset_dict, read_annotation
-from cxrgen.evaluation.metrics import CE_AVERAGES, NLG_METRICS, evaluate_reports
+from cxrgen.evaluation.metrics import CE_AVERAGES, NLG_METRICS, MeteorScorer, evaluate_reports
 from cxrgen.evaluation.predictions import write_predictions
 from cxrgen.inference import ReportGenerator, generate_reports, load_generator
 from cxrgen.processing.cleaning import clean_report
@@ -127,6 +127,7 @@ def evaluate_model(
     generator: ReportGenerator | None = None,
     allow_pickle: bool = False,
     skip_image_check: bool = False,
+    meteor: MeteorScorer | None = None,
 ) -> dict:
     """Generate reports for every study of ``split``, score them and write the evaluation files.
 
@@ -140,6 +141,7 @@ def evaluate_model(
         generator: an already loaded :class:`cxrgen.inference.ReportGenerator` for ``model_dir`` (saves a reload).
         allow_pickle: load pickle weights (``pytorch_model.bin``) when the folder has no safetensors.
         skip_image_check: do not decode-check the split's images before generating (see :func:`load_split`).
+        meteor: a :class:`cxrgen.evaluation.metrics.MeteorScorer` shared with other evaluations (left open).
 
     Returns:
         ``{"metrics": evaluate_reports result plus "predictions": truncation_summary, "records": prediction records
@@ -167,7 +169,7 @@ def evaluate_model(
             dataset["id"], predictions, generated, references, studies, truncated
         )
     ]
-    metrics = evaluate_reports(predictions, references) | {"predictions": truncation_summary(records)}
+    metrics = evaluate_reports(predictions, references, meteor=meteor) | {"predictions": truncation_summary(records)}
     settings = {
         "model": str(model_dir),
         "method": generator.method,
