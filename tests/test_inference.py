@@ -28,3 +28,21 @@ def test_trrg_reports_and_findings_equal_generate_then_findings(tmp_path, num_be
         findings = model.structured_findings(inputs["pixel_values"], inputs.get("pixel_mask"))
         assert [result["report"] for result in results[start : start + 2]] == expected
         assert [{key: r[key] for key in ("probabilities", "clues")} for r in results[start : start + 2]] == findings
+
+
+def test_study_inputs_reach_generate_batch_by_batch(tmp_path):
+    generator = load_generator(save_trrg_folder(tmp_path / "trrg"))
+    studies = [[Image.new("L", (40, 40), value), Image.new("L", (40, 40), 255 - value)] for value in (30, 200, 90)]
+    given = torch.rand(3, len(generator.model.config.observation_names))
+    results = generate_reports(
+        generator, studies, batch_size=2, max_new_tokens=6, study_inputs={"clue_probabilities": given}
+    )
+    model, processor = generator.model, generator.processor
+    for index, result in enumerate(results):
+        assert list(result["probabilities"].values()) == pytest.approx(given[index].tolist())
+        inputs = processor(images=studies[index : index + 1], return_tensors="pt")
+        with torch.no_grad():
+            generated = model.generate(**inputs, max_new_tokens=6, clue_probabilities=given[index : index + 1])
+        assert result["report"] == processor.post_process_generation(generated, inputs["input_ids"].shape[1])[0]
+    with pytest.raises(ValueError, match=r"study_inputs\['clue_probabilities'\] has 2 rows for 3 studies"):
+        generate_reports(generator, studies, study_inputs={"clue_probabilities": given[:2]})
