@@ -34,13 +34,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
+from transformers import AutoProcessor
 
 from cxrgen.data.annotation import read_annotation
 from cxrgen.data.iu_xray import find_nlm_reports_archive
 from cxrgen.data.phantom_benchmark import IMAGES_DIR, build_phantom_benchmark
 from cxrgen.demo import BASELINE_NAMES, baseline_reports, recipe_settings, train_recipe
 from cxrgen.evaluation.baselines import label_retrieval_reports
-from cxrgen.evaluation.metrics import NLG_METRICS, evaluate_reports
+from cxrgen.evaluation.metrics import NLG_METRICS, MeteorScorer, evaluate_reports
 from cxrgen.evaluation.perception import f1_thresholds, per_observation_auroc, positive_matrix, study_probabilities
 from cxrgen.evaluation.predictions import write_predictions
 from cxrgen.evaluation.report import evaluate_model, reference_reports
@@ -121,19 +122,21 @@ def run_benchmark(
 
     variants = {RECIPE: {}, **{name: known[name] for name in ablations}}
     runs = {}
-    for variant, overrides in variants.items():
-        settings, _ = recipe_settings(recipe, image_size, max_steps, None, batch_size, model_overrides)
-        # An ablation changes the report generator (the last stage) only; the stages before it are the recipe's.
-        settings["stages"][-1]["model"] = {**settings["stages"][-1].get("model", {}), **overrides}
-        for seed in seeds if variant == RECIPE else ablation_seeds:
-            run_dir = output_dir / "runs" / variant / f"seed-{seed}"
-            plan = {"method": method, "profile": profile, "variant": variant, "seed": seed, "settings": settings}
-            plan["data"] = data_settings
-            shared = None if variant == RECIPE else output_dir / "runs" / RECIPE / f"seed-{seed}"
-            runs.setdefault(variant, []).append(
-                _run(spec, benchmark, plan, annotation, annotation_path, image_root, run_dir, shared, echo)
-            )
-    references = _references(annotation, image_root, runs[RECIPE][0]["model_dir"], output_dir, echo)
+    # One METEOR process for every scoring of the benchmark: each JVM start costs seconds.
+    with MeteorScorer() as meteor:
+        for variant, overrides in variants.items():
+            settings, _ = recipe_settings(recipe, image_size, max_steps, None, batch_size, model_overrides)
+            # An ablation changes the report generator (the last stage) only; the stages before it are the recipe's.
+            settings["stages"][-1]["model"] = {**settings["stages"][-1].get("model", {}), **overrides}
+            for seed in seeds if variant == RECIPE else ablation_seeds:
+                run_dir = output_dir / "runs" / variant / f"seed-{seed}"
+                plan = {"method": method, "profile": profile, "variant": variant, "seed": seed, "settings": settings}
+                plan["data"] = data_settings
+                shared = None if variant == RECIPE else output_dir / "runs" / RECIPE / f"seed-{seed}"
+                runs.setdefault(variant, []).append(
+                    _run(spec, benchmark, plan, annotation, annotation_path, image_root, run_dir, shared, meteor, echo)
+                )
+        references = _references(annotation, image_root, runs[RECIPE][0]["model_dir"], output_dir, meteor, echo)
     summary = _summary(spec, profile, seeds, ablation_seeds, data_settings, annotation, runs, references)
     (output_dir / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     (output_dir / "results.md").write_text(results_markdown(summary), encoding="utf-8")
@@ -171,7 +174,7 @@ def _data(data_dir: Path, settings: dict, echo: Callable[[str], object]) -> Path
     return annotation_path
 
 
-def _run(spec, benchmark, plan, annotation, annotation_path, image_root, run_dir, shared, echo) -> dict:
+def _run(spec, benchmark, plan, annotation, annotation_path, image_root, run_dir, shared, meteor, echo) -> dict:
     """Train and score one (variant, seed), or read it back when ``run_dir`` holds it complete. An ablation
     (``shared``: the recipe's run of the same seed) links the recipe's earlier stage folders and trains the last
     stage only."""
@@ -213,6 +216,7 @@ def _run(spec, benchmark, plan, annotation, annotation_path, image_root, run_dir
         batch_size=64,
         num_beams=settings["num_beams"],
         generator=generator,
+        meteor=meteor,
     )
     references = [record["reference"] for record in evaluation["records"]]
     record = {
@@ -223,7 +227,7 @@ def _run(spec, benchmark, plan, annotation, annotation_path, image_root, run_dir
         "distinct_reports": len({r["prediction"] for r in evaluation["records"]}),
     }
     perception_folder = _stage_folder(settings["stages"], benchmark["perception_stage"], run_dir)
-    record.update(_perception(perception_folder, annotation, image_root, generator, references, run_dir))
+    record.update(_perception(perception_folder, annotation, image_root, generator, references, run_dir, meteor))
     if benchmark.get("swap_clues"):
         record["swapped_clues"] = swapped_clues(generator, evaluation["records"], settings["num_beams"])
     record["seconds"] = round(time.perf_counter() - started, 1)
@@ -248,7 +252,7 @@ def _scores(result: dict) -> dict:
     return {"nlg": {name: result["nlg"][name] for name in NLG_METRICS}, "ce": result["ce"]}
 
 
-def _perception(folder, annotation, image_root, generator, references, run_dir) -> dict:
+def _perception(folder, annotation, image_root, generator, references, run_dir, meteor) -> dict:
     """Per-observation AUROC of the perception on the test split, and the classifier + retrieval system's scores."""
     probabilities, truth = {}, {}
     for split in ("val", "test"):
@@ -267,7 +271,7 @@ def _perception(folder, annotation, image_root, generator, references, run_dir) 
     return {
         "perception": per_observation_auroc(probabilities["test"], truth["test"]),
         "perception_thresholds": dict(zip(CHEXPERT_OBSERVATIONS, thresholds)),
-        "classifier_retrieval": _scores(evaluate_reports(reports, references)),
+        "classifier_retrieval": _scores(evaluate_reports(reports, references, meteor=meteor)),
     }
 
 
@@ -324,19 +328,21 @@ def swapped_clues(generator, records: list[dict], num_beams: int, batch_size: in
     }
 
 
-def _references(annotation, image_root, model_dir, output_dir: Path, echo) -> dict:
+def _references(annotation, image_root, model_dir, output_dir: Path, meteor, echo) -> dict:
     """The reference systems' scores (computed once; they do not depend on the training seed)."""
     path = output_dir / REFERENCES_RECORD
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
     echo("Scoring the reference systems ...")
-    generator = load_generator(model_dir)
-    references = reference_reports(generator.processor, [entry["report"] for entry in annotation["test"]])
+    processor = AutoProcessor.from_pretrained(model_dir)
+    references = reference_reports(processor, [entry["report"] for entry in annotation["test"]])
     systems = baseline_reports(annotation, image_root, model_dir, len(references))
-    train_reports, train_labels = _training_reports(generator.processor, annotation)
+    train_reports, train_labels = _training_reports(processor, annotation)
     truth = positive_matrix([label_report(report) for report in references])
     systems[ORACLE] = label_retrieval_reports(train_labels, train_reports, truth)
-    results = {name: _scores(evaluate_reports(reports, references)) for name, reports in systems.items()}
+    results = {
+        name: _scores(evaluate_reports(reports, references, meteor=meteor)) for name, reports in systems.items()
+    }
     path.write_text(json.dumps(results, indent=2), encoding="utf-8")
     return results
 
