@@ -1,8 +1,8 @@
 """Zero-shot disease perception of a TRRG stage-1 folder: per-observation AUROC on an annotation split.
 
-Reads a `cxrgen train trrg-contrastive` output folder (model, processor, `disease_prompt_embeds.safetensors`) and
-an annotation; the ground truth of each study is its `labels` field when present (phantom data), else the
-project labeler's reading of its report; positive = code 1, as the clinical-efficacy metrics count it. AUROC is
+Reads a `cxrgen train trrg-contrastive` output folder (model and processor; the prompts are embedded with its
+tokenizer, as stage 2 embeds them) and an annotation (`cxrgen.evaluation.perception`); the ground truth of each
+study is its `labels` field when present (phantom data), else the project labeler's reading of its report; positive = code 1, as the clinical-efficacy metrics count it. AUROC is
 reported for observations with at least `--min-positives` positive studies (and at least one negative).
 
     python benchmarks/bench_trrg_zero_shot.py RUN/contrastive --data DATA/annotation.json --images DATA/images
@@ -14,51 +14,24 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import transformers
-from safetensors.torch import load_file
-from sklearn.metrics import roc_auc_score
-from transformers import AutoModel, AutoProcessor
 
+from cxrgen.evaluation.perception import per_observation_auroc, positive_matrix, study_probabilities
 from cxrgen.labeler import label_report
-from cxrgen.labels import CHEXPERT_OBSERVATIONS, POSITIVE
-from cxrgen.processing.image_processing_cxr import load_image
-from cxrgen.trainers.trrg_contrastive import PROMPT_EMBEDS_NAME
 
 
-def zero_shot_auroc(
-    folder: Path, annotation: dict, images: Path, split: str, min_positives: int, batch_size: int = 64
-) -> dict:
+def zero_shot_auroc(folder: Path, annotation: dict, images: Path, split: str, min_positives: int) -> dict:
     """Per-observation AUROC of the folder's zero-shot probabilities on `split`, and their macro mean."""
-    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
-    image_processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True).image_processor
-    prompt_embeds = load_file(folder / PROMPT_EMBEDS_NAME)["prompt_embeds"]
     entries = annotation[split]
-    probabilities = []
-    with torch.no_grad():
-        for start in range(0, len(entries), batch_size):
-            studies = [
-                [load_image(images / path) for path in entry["image_path"]] for entry in entries[start:][:batch_size]
-            ]
-            batch = image_processor(studies, return_tensors="pt")
-            probabilities.append(
-                model.zero_shot(batch["pixel_values"], pixel_mask=batch.get("pixel_mask"), prompt_embeds=prompt_embeds)
-            )
-    scores = torch.cat(probabilities).numpy()
-    truth = np.array(
-        [[code == POSITIVE for code in entry.get("labels") or label_report(entry["report"])] for entry in entries]
-    )
-    per_observation = {}
-    for index, name in enumerate(CHEXPERT_OBSERVATIONS):
-        positives = int(truth[:, index].sum())
-        if positives >= min_positives and positives < len(truth):
-            per_observation[name] = {
-                "auroc": round(float(roc_auc_score(truth[:, index], scores[:, index])), 4),
-                "positives": positives,
-            }
-    macro = float(np.mean([value["auroc"] for value in per_observation.values()]))
-    return {"macro_auroc": round(macro, 4), "observations": per_observation, "studies": len(entries)}
+    probabilities = study_probabilities(folder, [[images / path for path in entry["image_path"]] for entry in entries])
+    truth = positive_matrix([entry.get("labels") or label_report(entry["report"]) for entry in entries])
+    scored = per_observation_auroc(probabilities, truth, min_positives)
+    observations = {
+        name: {"auroc": round(value["auroc"], 4), "positives": value["positives"]}
+        for name, value in scored["observations"].items()
+    }
+    return {"macro_auroc": round(scored["macro_auroc"], 4), "observations": observations, "studies": len(entries)}
 
 
 def main() -> None:

@@ -36,6 +36,13 @@ def study_probabilities(
     if model_type == TRRG_STAGE1_TYPE:
         model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
         prompt_embeds = model.encode_disease_prompts(processor.tokenizer)
+
+        def predict(batch: list[list]) -> torch.Tensor:
+            inputs = image_processor(batch, return_tensors="pt")
+            return model.zero_shot(
+                inputs["pixel_values"], pixel_mask=inputs.get("pixel_mask"), prompt_embeds=prompt_embeds
+            )
+
     else:
         model = AutoModelForImageClassification.from_pretrained(folder).eval()
         if model.config.num_labels != len(CHEXPERT_OBSERVATIONS):
@@ -43,25 +50,18 @@ def study_probabilities(
                 f"{folder}: an image classifier of {model.config.num_labels} classes, expected one per observation "
                 f"({len(CHEXPERT_OBSERVATIONS)})."
             )
-    probabilities = []
-    for start in range(0, len(studies), batch_size):
-        batch = [[load_image(path) for path in paths] for paths in studies[start : start + batch_size]]
-        if model_type == TRRG_STAGE1_TYPE:
-            inputs = image_processor(batch, return_tensors="pt")
-            probabilities.append(
-                model.zero_shot(
-                    inputs["pixel_values"], pixel_mask=inputs.get("pixel_mask"), prompt_embeds=prompt_embeds
-                )
-            )
-        else:
-            views = [view for study in batch for view in study]
-            pixel_values = image_processor([[view] for view in views], num_views=1, return_tensors="pt")
-            pixel_values = pixel_values["pixel_values"][:, 0]
+
+        def predict(batch: list[list]) -> torch.Tensor:
+            views = [[view] for study in batch for view in study]
+            pixel_values = image_processor(views, num_views=1, return_tensors="pt")["pixel_values"][:, 0]
             view_probs = torch.sigmoid(model(pixel_values=pixel_values).logits)
-            probabilities.extend(chunk.mean(0) for chunk in view_probs.split([len(study) for study in batch]))
-    if model_type == TRRG_STAGE1_TYPE:
-        return torch.cat(probabilities).float().numpy()
-    return torch.stack(probabilities).float().numpy()
+            return torch.stack([chunk.mean(0) for chunk in view_probs.split([len(study) for study in batch])])
+
+    probabilities = [
+        predict([[load_image(path) for path in paths] for paths in studies[start : start + batch_size]])
+        for start in range(0, len(studies), batch_size)
+    ]
+    return torch.cat(probabilities).float().numpy()
 
 
 def positive_matrix(labels: Sequence[Sequence[int]]) -> np.ndarray:
