@@ -25,6 +25,16 @@ from cxrgen.labels import CHEXPERT_OBSERVATIONS
 torch.set_num_threads(1)
 
 SMALL = {"source": "synthetic", "max_studies": 40, "max_steps": 3, "batch_size": 8, "synthetic_studies": 60}
+# The CMCRL benchmark of the module fixture: two seeds, one ablation on the second.
+CMCRL_RUN = {
+    "method": "cmcrl",
+    "seeds": [0, 1],
+    "ablations": ["no-vdm-no-ldm"],
+    "ablation_seeds": [1],
+    "image_size": 32,
+    "model_overrides": TINY_MODEL,
+    **SMALL,
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +44,7 @@ def cmcrl_benchmark(tmp_path_factory):
         patch.setenv("PATH", os.path.dirname(sys.executable))
         output = tmp_path_factory.mktemp("benchmark") / "cmcrl"
         lines = []
-        summary = run_benchmark(
-            output,
-            method="cmcrl",
-            seeds=[0, 1],
-            ablations=["no-vdm-no-ldm"],
-            ablation_seeds=[1],
-            image_size=32,
-            model_overrides=TINY_MODEL,
-            echo=lines.append,
-            **SMALL,
-        )
+        summary = run_benchmark(output, echo=lines.append, **CMCRL_RUN)
     return output, summary, lines
 
 
@@ -96,17 +96,7 @@ def test_complete_runs_are_reused_and_other_settings_refused(cmcrl_benchmark, mo
     output, summary, _ = cmcrl_benchmark
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable))
     lines = []
-    again = run_benchmark(
-        output,
-        method="cmcrl",
-        seeds=[0, 1],
-        ablations=["no-vdm-no-ldm"],
-        ablation_seeds=[1],
-        image_size=32,
-        model_overrides=TINY_MODEL,
-        echo=lines.append,
-        **SMALL,
-    )
+    again = run_benchmark(output, echo=lines.append, **CMCRL_RUN)
     assert not any(line.startswith("Training") for line in lines)
     assert again["systems"] == summary["systems"]
     with pytest.raises(ValueError, match="other settings"):
