@@ -15,7 +15,8 @@ data allows:
 
 Also per seed: the per-observation AUROC of that perception on the test split, and, for methods whose reports are
 conditioned on clues (``benchmark.swap_clues``, TRRG), the reports written with another test study's clues swapped
-in: how often the CE labels of the report follow the swapped clues where they differ from the study's own.
+in: how often the CE labels of the report follow the swapped clues where they differ from the study's own; and the
+reports written with each study's true labels as its clues (what the generator writes from perfect perception).
 
 Runs already complete in the output folder (``run.json`` with the same settings) are reused, so an interrupted
 benchmark continues where it stopped. Results: ``results.json``, ``results.md`` (mean and standard deviation over
@@ -55,6 +56,7 @@ PROFILES = ("demo", "full")
 RECIPE = "recipe"
 ORACLE = "label oracle (retrieval)"
 CLASSIFIER_RETRIEVAL = "classifier + retrieval"
+TRUE_LABEL_CLUES = "{} (recipe), true labels as clues"
 REFERENCE_NAMES = (*BASELINE_NAMES, ORACLE)
 # (name, path in an evaluate_reports result) of the summary metrics.
 SUMMARY_METRICS = tuple((name, ("nlg", name)) for name in NLG_METRICS) + tuple(
@@ -229,7 +231,11 @@ def _run(spec, benchmark, plan, annotation, annotation_path, image_root, run_dir
     perception_folder = _stage_folder(settings["stages"], benchmark["perception_stage"], run_dir)
     record.update(_perception(perception_folder, annotation, image_root, generator, references, run_dir, meteor))
     if benchmark.get("swap_clues"):
-        record["swapped_clues"] = swapped_clues(generator, evaluation["records"], settings["num_beams"])
+        records = evaluation["records"]
+        record["swapped_clues"] = swapped_clues(generator, records, settings["num_beams"])
+        truth = positive_matrix([entry["labels"] for entry in annotation["test"]])
+        written = given_clue_reports(generator, records, truth.astype(np.float32), settings["num_beams"])
+        record["true_label_clues"] = _scores(evaluate_reports(written, references, meteor=meteor))
     record["seconds"] = round(time.perf_counter() - started, 1)
     record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
     echo(
@@ -286,6 +292,21 @@ def _training_reports(processor, annotation: dict) -> tuple[list[str], np.ndarra
     return reports, positive_matrix([label_report(report) for report in reports])
 
 
+def given_clue_reports(
+    generator, records: list[dict], clue_probabilities: np.ndarray, num_beams: int, batch_size: int = 64
+) -> list[str]:
+    """The reports of the evaluated test studies (``records``) written with the given (studies, observations) clue
+    probabilities instead of the model's own perception."""
+    generated = generate_reports(
+        generator,
+        [record["images"] for record in records],
+        batch_size=batch_size,
+        num_beams=num_beams,
+        study_inputs={"clue_probabilities": torch.from_numpy(clue_probabilities)},
+    )
+    return [result["report"] for result in generated]
+
+
 def swapped_clues(generator, records: list[dict], num_beams: int, batch_size: int = 64) -> dict:
     """Reports written with the clues of another test study (study i gets those of study i + n/2 mod n).
 
@@ -300,14 +321,8 @@ def swapped_clues(generator, records: list[dict], num_beams: int, batch_size: in
     thresholds = np.asarray(generator.model.config.thresholds())
     own_clues = own >= thresholds
     donor_clues = own_clues[donors]
-    generated = generate_reports(
-        generator,
-        [record["images"] for record in records],
-        batch_size=batch_size,
-        num_beams=num_beams,
-        study_inputs={"clue_probabilities": torch.from_numpy(own[donors])},
-    )
-    swapped = positive_matrix([label_report(result["report"]) for result in generated])
+    generated = given_clue_reports(generator, records, own[donors], num_beams, batch_size)
+    swapped = positive_matrix([label_report(report) for report in generated])
     written = positive_matrix([label_report(record["prediction"]) for record in records])
     differs = own_clues != donor_clues
     pairs = int(differs.sum())
@@ -323,7 +338,7 @@ def swapped_clues(generator, records: list[dict], num_beams: int, batch_size: in
         "pairs": pairs,
         "follow_rate": float((swapped[differs] == donor_clues[differs]).mean()) if pairs else float("nan"),
         "control_rate": float((written[differs] == donor_clues[differs]).mean()) if pairs else float("nan"),
-        "changed_reports": float(np.mean([g["report"] != r["prediction"] for g, r in zip(generated, records)])),
+        "changed_reports": float(np.mean([g != r["prediction"] for g, r in zip(generated, records)])),
         "per_observation": per_observation,
     }
 
@@ -367,6 +382,8 @@ def _summary(spec, profile, seeds, ablation_seeds, data_settings, annotation, ru
     for variant, records in runs.items():
         systems[f"{spec.display_name} ({variant})"] = [record["metrics"] for record in records]
     systems[CLASSIFIER_RETRIEVAL] = [record["classifier_retrieval"] for record in runs[RECIPE]]
+    if "true_label_clues" in runs[RECIPE][0]:
+        systems[TRUE_LABEL_CLUES.format(spec.display_name)] = [r["true_label_clues"] for r in runs[RECIPE]]
     for name in REFERENCE_NAMES:
         systems[name] = [references[name]]
     table = {

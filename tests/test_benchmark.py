@@ -15,7 +15,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 from test_demo import TINY_MODEL
 
-from cxrgen.benchmark import CLASSIFIER_RETRIEVAL, FIGURE_NAME, ORACLE, run_benchmark
+from cxrgen.benchmark import CLASSIFIER_RETRIEVAL, FIGURE_NAME, ORACLE, TRUE_LABEL_CLUES, run_benchmark
 from cxrgen.cli import main
 from cxrgen.demo import BASELINE_NAMES
 from cxrgen.evaluation.baselines import label_retrieval_reports
@@ -23,6 +23,7 @@ from cxrgen.evaluation.perception import f1_thresholds, per_observation_auroc
 from cxrgen.labels import CHEXPERT_OBSERVATIONS
 
 torch.set_num_threads(1)
+TRUE_LABELS = TRUE_LABEL_CLUES.format("TRRG")
 
 SMALL = {"source": "synthetic", "max_studies": 40, "max_steps": 3, "batch_size": 8, "synthetic_studies": 60}
 # The CMCRL benchmark of the module fixture: two seeds, one ablation on the second.
@@ -114,6 +115,10 @@ def test_trrg_benchmark_swaps_clues_and_ablates_them(tmp_path, monkeypatch):
     run = json.loads((tmp_path / "trrg" / "runs" / "recipe" / "seed-0" / "run.json").read_text())
     swapped = run["swapped_clues"]
     assert 0 <= swapped["changed_reports"] <= 1 and swapped["pairs"] >= 0
+    # the reports written from the true labels are scored as a system of their own
+    assert list(summary["systems"])[:4] == ["TRRG (recipe)", "TRRG (no-clues)", CLASSIFIER_RETRIEVAL, TRUE_LABELS]
+    spread = summary["systems"][TRUE_LABELS]["CE macro F1"]
+    assert spread["values"] == [run["true_label_clues"]["ce"]["macro"]["f1"]]
     config = json.loads((tmp_path / "trrg" / "runs" / "no-clues" / "seed-0" / "model" / "config.json").read_text())
     assert config["clue_selection"] == "none" and config["freeze_vision_tower"] is True
     assert "swapped clues" in (tmp_path / "trrg" / "results.md").read_text()

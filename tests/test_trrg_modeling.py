@@ -139,6 +139,36 @@ def test_clue_probabilities_replace_the_zero_shot_head_in_forward_and_generate(m
         model(input_ids=ids, pixel_values=pv, clue_probabilities=swapped[:, :3])
 
 
+def test_label_clues_replace_the_zero_shot_clues_in_training_only(monkeypatch):
+    model = make_model(clue_selection="threshold", clue_threshold=0.5, label_clue_rate=1.0)
+    fixed_probabilities(model, monkeypatch, torch.full((2, 14), 0.1))
+    codes = torch.full((2, 14), 2)  # negative everywhere ...
+    codes[0, [2, 9]] = 1  # ... but Cardiomegaly and Pneumothorax positive in study 0
+    codes[1, 5] = 3  # and Edema uncertain in study 1 (not a positive clue)
+    ids = prompt_ids(model.config, TEXT, batch=2)
+    batch = {"input_ids": ids, "pixel_values": pixels(2), "labels": ids, "disease_labels": codes}
+    positives = (codes == 1).float()
+    with torch.no_grad():
+        evaluated = model(**batch)
+        model.train()
+        torch.manual_seed(0)
+        trained = model(**batch)
+        torch.manual_seed(0)  # the same vision-tower drop-path draws
+        steered = model(input_ids=ids, pixel_values=batch["pixel_values"], clue_probabilities=positives)
+    assert evaluated.clue_mask.sum().item() == 0  # eval: the zero-shot head's clues, whatever the labels
+    assert trained.clue_mask.sum(1).tolist() == [2, 0]
+    assert trained.clue_ids[0, :2].tolist() == [2, 9]
+    torch.testing.assert_close(trained.disease_probs, positives)
+    torch.testing.assert_close(trained.logits, steered.logits)  # the label clues act as given probabilities would
+
+    model = make_model(label_clue_rate=0.5).train()
+    fixed_probabilities(model, monkeypatch, torch.full((400, 14), 0.1))
+    taken = model.model.get_image_features(pixels(400), label_clue_targets=torch.ones(400, 14)).clue_mask.any(1)
+    assert 140 < int(taken.sum()) < 260  # about half of the studies take the label clues
+    with pytest.raises(ValueError, match=r"label_clue_rate must lie in \[0, 1\]"):
+        trrg_config("llama", label_clue_rate=1.5)
+
+
 def test_placeholder_count_mismatch_raises():
     model = make_model()
     ids = prompt_ids(model.config, TEXT)

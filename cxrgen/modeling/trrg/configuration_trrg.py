@@ -267,6 +267,9 @@ class TrrgConfig(PreTrainedConfig):
     module (projected to the LLM width afterwards); `multi_view_fusion` "concat" lets them attend over the
     tokens of all real views, "mean" averages the views first (R2GenGPT). `freeze_zero_shot_head` keeps the stage-1
     perception the clues come from as it was trained; `freeze_vision_tower` keeps the stage-1 vision features too.
+    `label_clue_rate` is the share of training studies whose clues are built from their report's labels (positive =
+    1, else 0; `disease_labels`) instead of the zero-shot probabilities (clue teacher forcing); generation always
+    uses the zero-shot clues (or the given `clue_probabilities`).
     """
 
     model_type = "trrg"
@@ -289,6 +292,7 @@ class TrrgConfig(PreTrainedConfig):
     freeze_zero_shot_head: bool = True
     freeze_vision_tower: bool = False
     disease_loss_weight: float = 0.1
+    label_clue_rate: float = 0.0
     image_token_id: int | None = None
     clue_token_id: int | None = None
     initializer_range: float = 0.02
@@ -317,6 +321,8 @@ class TrrgConfig(PreTrainedConfig):
         for field in ("num_query_tokens", "interaction_hidden_size", "interaction_layers", "interaction_heads"):
             if getattr(self, field) < 1:
                 raise ValueError(f"TrrgConfig.{field} must be >= 1, got {getattr(self, field)}")
+        if not 0.0 <= self.label_clue_rate <= 1.0:
+            raise ValueError(f"TrrgConfig.label_clue_rate must lie in [0, 1], got {self.label_clue_rate}")
         if self.disease_loss_weight < 0:
             raise ValueError(f"TrrgConfig.disease_loss_weight must be >= 0, got {self.disease_loss_weight}")
 

@@ -41,6 +41,11 @@ Stage 2 (`TrrgForConditionalGeneration`, the transformers 5 VLM layout: `model` 
     MLP([t_polarity ; p]) + observation embedding + polarity embedding, polarity = p >= threshold. Selected
     clues are packed most probable first into `num_clue_tokens` slots; empty slots carry a learned "no clue"
     embedding, so prompts have a fixed length and the KV cache needs no mask surgery.
+  * Clue teacher forcing (`label_clue_rate`; on in the tiny CPU recipe, off by default): in training, that share
+    of the studies builds its clues from the report's own labels instead of the zero-shot head (positive = 1,
+    else 0), so every clue the LLM learns from is right; generation always reads the zero-shot clues. Trained on
+    the zero-shot clues only (right for some studies, wrong for others), the small from-scratch LLM learned to
+    ignore its clue slots: its loss on training reports was the same with the true labels as clues as with none.
   * Cross-modal clue interaction: `interaction_layers` pre-LN blocks; clue tokens cross-attend to the visual
     memory (patch tokens = fine grain, global tokens = coarse grain), then `num_query_tokens` learned queries
     cross-attend to [visual memory ; clues] with the empty clue slots masked (0..all clues per study in one
@@ -658,13 +663,15 @@ class TrrgModel(TrrgPreTrainedModel):
         pixel_values: torch.FloatTensor,
         pixel_mask: torch.Tensor | None = None,
         clue_probabilities: torch.FloatTensor | None = None,
+        label_clue_targets: torch.FloatTensor | None = None,
     ) -> TrrgPerception:
         """The whole vision side: visual tokens and clues for the placeholders, plus the structured findings.
 
         `pixel_values` (B, V, C, H, W) or (B, C, H, W); `pixel_mask` (B, V) is 1 for real views, 0 for padding.
         `clue_probabilities` (B, D) replace the zero-shot head's probabilities as the source of the clues (and of
         `disease_probs`): clues from another classifier, or another study's clues swapped in to test that the reports
-        follow them.
+        follow them. `label_clue_targets` (B, D), the report's labels in [0, 1]: in training mode, each study takes
+        its clues from them instead with probability `config.label_clue_rate` (clue teacher forcing).
         """
         pixel_values, view_mask = _check_pixel_inputs(pixel_values, pixel_mask)
         patch, glob = _encode_views(self.vision_tower, pixel_values, view_mask)
@@ -678,6 +685,9 @@ class TrrgModel(TrrgPreTrainedModel):
                     f"got {tuple(clue_probabilities.shape)}"
                 )
             probs = clue_probabilities.to(device=glob.device, dtype=glob.dtype)
+        if self.training and self.config.label_clue_rate > 0 and label_clue_targets is not None:
+            from_labels = torch.rand(probs.shape[0], device=probs.device) < self.config.label_clue_rate
+            probs = torch.where(from_labels[:, None], label_clue_targets.to(probs), probs)
         clues, clue_ids, polarity, clue_mask = self.clue_injector(probs, self.zero_shot_head.prompt_embeds)
 
         visual = self.projector(torch.cat([glob[:, :, None], patch], dim=2))  # (B, V, 1 + N, H), global first
@@ -749,11 +759,12 @@ class TrrgModel(TrrgPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         clue_probabilities: torch.FloatTensor | None = None,
+        label_clue_targets: torch.FloatTensor | None = None,
         **kwargs,
     ) -> TrrgModelOutputWithPast | tuple:
         """LLM hidden states for the prompt with the image features scattered into its placeholders (when
-        `pixel_values` are given), plus the perception of those images (`clue_probabilities`: see
-        `get_image_features`)."""
+        `pixel_values` are given), plus the perception of those images (`clue_probabilities`, `label_clue_targets`:
+        see `get_image_features`)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -767,7 +778,7 @@ class TrrgModel(TrrgPreTrainedModel):
                 raise ValueError(
                     f"pixel_values has {pixel_values.shape[0]} studies for {inputs_embeds.shape[0]} sequences"
                 )
-            image_features = self.get_image_features(pixel_values, pixel_mask, clue_probabilities)
+            image_features = self.get_image_features(pixel_values, pixel_mask, clue_probabilities, label_clue_targets)
             inputs_embeds = self.scatter_image_features(input_ids, inputs_embeds, image_features)
 
         outputs = self.language_model(
@@ -966,6 +977,9 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
                 "the TRRG loss is a per-batch mean (accepts_loss_kwargs = False): num_items_in_batch would rescale "
                 "its LM term but not its disease term"
             )
+        targets = None
+        if disease_labels is not None:
+            targets = _disease_targets(disease_labels, len(self.config.observation_names))
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -976,6 +990,7 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             clue_probabilities=clue_probabilities,
+            label_clue_targets=targets,
             return_dict=True,
             **kwargs,
         )
@@ -991,7 +1006,6 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
         if disease_labels is not None:
             if outputs.disease_logits is None:
                 raise ValueError("disease_labels need pixel_values (the consistency head reads the image)")
-            targets = _disease_targets(disease_labels, len(self.config.observation_names))
             disease_loss = F.binary_cross_entropy_with_logits(
                 outputs.disease_logits.float(), targets.to(outputs.disease_logits.device).float()
             )
