@@ -193,10 +193,12 @@ register_method(
                 "abstract leaves a detail open, this implementation takes the simplest design that matches it, as "
                 "documented in the model code. One addition of this implementation: stage 1 also trains the "
                 "zero-shot disease prompts against the report labels (a BCE disease-prompt loss), without which "
-                "the zero-shot perception stayed near chance in the project's synthetic-image benchmark. Two "
-                "stage-2 options it adds, used by its small CPU recipe: the stage-1 vision tower kept frozen, and "
-                "training studies drawn by the rarity of their findings; trained on the reports as they come, the "
-                "small stage-2 model wrote the normal report for every study."
+                "the zero-shot perception stayed near chance in the project's synthetic-image benchmark. Three "
+                "stage-2 options it adds, used by its small CPU recipe: the stage-1 vision tower kept frozen, "
+                "training studies drawn by the rarity of their findings (trained on the reports as they come, the "
+                "small stage-2 model wrote the normal report for every study), and clue teacher forcing: in "
+                "training, the clues come from the report's own labels (trained on the zero-shot clues, the small "
+                "language model learned to ignore them); generation always uses the zero-shot clues."
             ),
             citation="""@inproceedings{wang2025trrg,
   title     = {{TRRG}: Towards Truthful Radiology Report Generation With Cross-modal Disease Clue Enhanced Large Language Model},
