@@ -22,14 +22,12 @@ import functools
 import json
 import os
 import platform
-import resource
-import subprocess
-import sys
 import time
 from collections import defaultdict
 
 import torch
 import transformers
+from measurement import peak_rss_mib, run_json, spread
 
 from cxrgen.compat import enable_checkpointing
 from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration, CmcrlForPreTraining
@@ -41,10 +39,6 @@ REFERENCE_PARAMETERS = {"iu-xray": 73.9e6, "mimic-cxr": 95.9e6}
 
 
 PARTS = ("generate_cache", "generate_no_cache", "train_step", "profile_train_step")
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
 def build(args):
@@ -245,24 +239,13 @@ def main():
             runs["other"].append(run_part(args.compare_with, part, common + options))
         ratios = [other["seconds"] / this["seconds"] for this, other in zip(runs["this"], runs["other"])]
         cpu_ratios = [other["cpu_seconds"] / this["cpu_seconds"] for this, other in zip(runs["this"], runs["other"])]
-        report[part] = {
-            "runs": runs,
-            "speedup_wall": [round(min(ratios), 2), round(sorted(ratios)[len(ratios) // 2], 2), round(max(ratios), 2)],
-            "speedup_cpu": [
-                round(min(cpu_ratios), 2),
-                round(sorted(cpu_ratios)[len(cpu_ratios) // 2], 2),
-                round(max(cpu_ratios), 2),
-            ],
-        }
+        report[part] = {"runs": runs, "speedup_wall": spread(ratios), "speedup_cpu": spread(cpu_ratios)}
     print(json.dumps(report, indent=2))
 
 
 def run_part(checkout: str, part: str, arguments: list[str]) -> dict:
     """One measurement in a fresh process importing `cxrgen` from `checkout` (a checkout of this repository)."""
-    command = [sys.executable, os.path.abspath(__file__), "--part", part, *arguments]
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([checkout, os.environ.get("PYTHONPATH", "")]))
-    completed = subprocess.run(command, capture_output=True, text=True, check=True, env=environment)
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return run_json(__file__, ["--part", part, *arguments], pythonpath=[checkout])
 
 
 if __name__ == "__main__":
