@@ -158,6 +158,21 @@ def measure(args) -> dict:
     return result
 
 
+def vlci_parts(model: CmcrlForConditionalGeneration) -> dict[str, list[torch.nn.Parameter]]:
+    """The parameters of the main parts of a VLCI model, by part."""
+    return {
+        "backbone": list(model.encoder.embeddings.backbone.parameters()),
+        "encoder_layers": list(model.encoder.layers.parameters()),
+        "vdm_local_sampler": list(model.encoder.local_sampler.parameters()),
+        "vdm_global_sampler": list(model.encoder.global_sampler.parameters()),
+        "vdm_fusion": list(model.encoder.mediator_fusion.parameters()),
+        "decoder_layers": list(model.decoder.layers.parameters()),
+        "ldm": list(model.decoder.ldm.parameters()),
+        "word_embeddings": [model.decoder.embeddings.word_embeddings.weight],
+        "lm_head": list(model.lm_head.parameters()),
+    }
+
+
 def parameter_counts() -> dict:
     counts = {}
     for preset in ("iu-xray", "mimic-cxr"):
@@ -169,17 +184,7 @@ def parameter_counts() -> dict:
             "vlci": sum(p.numel() for p in vlci.parameters()),
             "vlci_reference": REFERENCE_PARAMETERS[preset],
             "radcare": sum(p.numel() for p in radcare.parameters()),
-            "vlci_parts": {
-                "backbone": sum(p.numel() for p in vlci.encoder.embeddings.backbone.parameters()),
-                "encoder_layers": sum(p.numel() for p in vlci.encoder.layers.parameters()),
-                "vdm_local_sampler": sum(p.numel() for p in vlci.encoder.local_sampler.parameters()),
-                "vdm_global_sampler": sum(p.numel() for p in vlci.encoder.global_sampler.parameters()),
-                "vdm_fusion": sum(p.numel() for p in vlci.encoder.mediator_fusion.parameters()),
-                "decoder_layers": sum(p.numel() for p in vlci.decoder.layers.parameters()),
-                "ldm": sum(p.numel() for p in vlci.decoder.ldm.parameters()),
-                "word_embeddings": vlci.decoder.embeddings.word_embeddings.weight.numel(),
-                "lm_head": sum(p.numel() for p in vlci.lm_head.parameters()),
-            },
+            "vlci_parts": {name: sum(p.numel() for p in parameters) for name, parameters in vlci_parts(vlci).items()},
         }
     return counts
 
