@@ -1,21 +1,25 @@
 """bfloat16 autocast against float32 for the CMCRL (VLCI) training step at the IU-Xray size: its accuracy effect on
 the loss and the gradients, and its speed-up, both measured in one process on the same model and batch.
 
-    python benchmarks/bench_bf16.py [--batch-size 16] [--threads 2] [--repeats 3] [--max-length 60]
+    python benchmarks/bench_bf16.py [--batch-size 16] [--threads 2] [--repeats 3] [--max-length 60] [--float64]
+        [--dropout off|same-seed] [--skip-speed]
 
 Accuracy: one forward + backward in each mode on the same weights, the same batch and the same random labels, the
 model in training mode (batch norm on batch statistics) and the batch-norm running statistics restored before each
 pass. Dropout draws different masks in two passes unless they start from the same random state, and two float32
 passes with different masks differ by far more than float rounding; so the dropout modules are switched off
 (`--dropout same-seed` keeps them and reseeds the generator before each pass instead). Compared with the float32
-pass: a second float32 pass (the measurement's own floor), the bf16 pass, and a float32 pass with other dropout
-masks (what a comparison without a shared random state measures). Per parameter group (the parts of
-`bench_cmcrl.vlci_parts`, the rest as "other", and all): the cosine of the gradients and their relative L2
-difference |g - g32| / |g32|; and the relative difference of the loss.
+pass: a second float32 pass (the measurement's own floor), the bf16 pass, with `--dropout same-seed` a float32
+pass with other dropout masks (what a comparison without a shared random state measures), and with `--float64`
+the float32 and the bf16 passes against a float64 pass (how well conditioned the gradient is: the error that
+float32 rounding leaves in it). Per parameter group (the parts of `bench_cmcrl.vlci_parts`, the rest as "other",
+and all): the cosine of the gradients and their relative L2 difference |g - g_ref| / |g_ref|; and the relative
+difference of the loss.
 
 Speed: a warm-up step in each mode (oneDNN builds its kernels for new shapes on first use, in both modes), then
 `--repeats` rounds of one float32 and one bf16 training step (forward + backward + AdamW), the order flipping every
-round, dropout on; per round the float32 / bf16 ratio of wall time and of process CPU time (min, median, max). Prints JSON.
+round, dropout on; per round the float32 / bf16 ratio of wall time and of process CPU time (min, median, max).
+Also whether the CPU reports bf16 instructions (AVX512-BF16, AMX). Prints JSON.
 """
 
 import argparse
@@ -43,14 +47,19 @@ def cpu_bf16_instructions() -> list[str]:
     return [flag for flag in flags if flag in ("avx512_bf16", "amx_bf16", "amx_tile")]
 
 
-def loss_and_gradients(model, pixel_values, labels, bf16: bool, seed: int, buffers: dict):
+def loss_and_gradients(model, pixel_values, labels, bf16: bool, seed: int, buffers: dict, float64: bool = False):
     model.load_state_dict(buffers, strict=False)
     model.zero_grad(set_to_none=True)
+    if float64:  # float32 -> float64 -> float32 is exact, so the weights come back unchanged
+        model.double()
+        pixel_values = pixel_values.double()
     torch.manual_seed(seed)
     with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
         loss = model(pixel_values=pixel_values, labels=labels).loss
     loss.backward()
-    return loss.item(), {name: parameter.grad.detach().clone() for name, parameter in model.named_parameters()}
+    gradients = {name: parameter.grad.detach().double() for name, parameter in model.named_parameters()}
+    model.float()
+    return loss.item(), gradients
 
 
 def compare(reference: tuple, other: tuple, groups: dict[str, list[str]]) -> dict:
@@ -73,6 +82,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=60, help="label length, [BOS] and [EOS] included")
     parser.add_argument("--dropout", choices=("off", "same-seed"), default="off")
+    parser.add_argument("--float64", action="store_true", help="also compare float32 and bf16 with a float64 pass")
     parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -108,6 +118,12 @@ def main():
         "float32_again": compare(float32, loss_and_gradients(model, pixel_values, labels, False, 1, buffers), groups),
         "bf16": compare(float32, loss_and_gradients(model, pixel_values, labels, True, 1, buffers), groups),
     }
+    if args.float64:
+        float64 = loss_and_gradients(model, pixel_values, labels, False, 1, buffers, float64=True)
+        report["accuracy"]["float32_against_float64"] = compare(float64, float32, groups)
+        bf16 = loss_and_gradients(model, pixel_values, labels, True, 1, buffers)
+        report["accuracy"]["bf16_against_float64"] = compare(float64, bf16, groups)
+        del float64, bf16
     # With dropout on, a pass from another random state; with dropout off this would equal float32_again.
     if args.dropout == "same-seed":
         other = loss_and_gradients(model, pixel_values, labels, False, 2, buffers)
