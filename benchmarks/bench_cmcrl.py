@@ -22,14 +22,12 @@ import functools
 import json
 import os
 import platform
-import resource
-import subprocess
-import sys
 import time
 from collections import defaultdict
 
 import torch
 import transformers
+from measurement import peak_rss_mib, run_json, spread
 
 from cxrgen.compat import enable_checkpointing
 from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration, CmcrlForPreTraining
@@ -41,10 +39,6 @@ REFERENCE_PARAMETERS = {"iu-xray": 73.9e6, "mimic-cxr": 95.9e6}
 
 
 PARTS = ("generate_cache", "generate_no_cache", "train_step", "profile_train_step")
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
 def build(args):
@@ -164,6 +158,21 @@ def measure(args) -> dict:
     return result
 
 
+def vlci_parts(model: CmcrlForConditionalGeneration) -> dict[str, list[torch.nn.Parameter]]:
+    """The parameters of the main parts of a VLCI model, by part."""
+    return {
+        "backbone": list(model.encoder.embeddings.backbone.parameters()),
+        "encoder_layers": list(model.encoder.layers.parameters()),
+        "vdm_local_sampler": list(model.encoder.local_sampler.parameters()),
+        "vdm_global_sampler": list(model.encoder.global_sampler.parameters()),
+        "vdm_fusion": list(model.encoder.mediator_fusion.parameters()),
+        "decoder_layers": list(model.decoder.layers.parameters()),
+        "ldm": list(model.decoder.ldm.parameters()),
+        "word_embeddings": [model.decoder.embeddings.word_embeddings.weight],
+        "lm_head": list(model.lm_head.parameters()),
+    }
+
+
 def parameter_counts() -> dict:
     counts = {}
     for preset in ("iu-xray", "mimic-cxr"):
@@ -175,17 +184,7 @@ def parameter_counts() -> dict:
             "vlci": sum(p.numel() for p in vlci.parameters()),
             "vlci_reference": REFERENCE_PARAMETERS[preset],
             "radcare": sum(p.numel() for p in radcare.parameters()),
-            "vlci_parts": {
-                "backbone": sum(p.numel() for p in vlci.encoder.embeddings.backbone.parameters()),
-                "encoder_layers": sum(p.numel() for p in vlci.encoder.layers.parameters()),
-                "vdm_local_sampler": sum(p.numel() for p in vlci.encoder.local_sampler.parameters()),
-                "vdm_global_sampler": sum(p.numel() for p in vlci.encoder.global_sampler.parameters()),
-                "vdm_fusion": sum(p.numel() for p in vlci.encoder.mediator_fusion.parameters()),
-                "decoder_layers": sum(p.numel() for p in vlci.decoder.layers.parameters()),
-                "ldm": sum(p.numel() for p in vlci.decoder.ldm.parameters()),
-                "word_embeddings": vlci.decoder.embeddings.word_embeddings.weight.numel(),
-                "lm_head": sum(p.numel() for p in vlci.lm_head.parameters()),
-            },
+            "vlci_parts": {name: sum(p.numel() for p in parameters) for name, parameters in vlci_parts(vlci).items()},
         }
     return counts
 
@@ -245,24 +244,13 @@ def main():
             runs["other"].append(run_part(args.compare_with, part, common + options))
         ratios = [other["seconds"] / this["seconds"] for this, other in zip(runs["this"], runs["other"])]
         cpu_ratios = [other["cpu_seconds"] / this["cpu_seconds"] for this, other in zip(runs["this"], runs["other"])]
-        report[part] = {
-            "runs": runs,
-            "speedup_wall": [round(min(ratios), 2), round(sorted(ratios)[len(ratios) // 2], 2), round(max(ratios), 2)],
-            "speedup_cpu": [
-                round(min(cpu_ratios), 2),
-                round(sorted(cpu_ratios)[len(cpu_ratios) // 2], 2),
-                round(max(cpu_ratios), 2),
-            ],
-        }
+        report[part] = {"runs": runs, "speedup_wall": spread(ratios), "speedup_cpu": spread(cpu_ratios)}
     print(json.dumps(report, indent=2))
 
 
 def run_part(checkout: str, part: str, arguments: list[str]) -> dict:
     """One measurement in a fresh process importing `cxrgen` from `checkout` (a checkout of this repository)."""
-    command = [sys.executable, os.path.abspath(__file__), "--part", part, *arguments]
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([checkout, os.environ.get("PYTHONPATH", "")]))
-    completed = subprocess.run(command, capture_output=True, text=True, check=True, env=environment)
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return run_json(__file__, ["--part", part, *arguments], pythonpath=[checkout])
 
 
 if __name__ == "__main__":
