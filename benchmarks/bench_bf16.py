@@ -24,16 +24,14 @@ Also whether the CPU reports bf16 instructions (AVX512-BF16, AMX). Prints JSON.
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 
 import torch
-import transformers
 from bench_cmcrl import VOCAB_SIZE, vlci_parts
 from measurement import peak_rss_mib, spread
 
+from cxrgen.environment import run_environment
 from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration
 
 
@@ -104,15 +102,7 @@ def main():
     groups["other"] = [name for name in names.values() if name not in grouped]
     groups["all"] = list(names.values())
 
-    report = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {args.threads} torch threads",
-        "cpu_bf16_instructions": cpu_bf16_instructions(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "settings": vars(args),
-    }
+    report = {**run_environment(), "cpu_bf16_instructions": cpu_bf16_instructions(), "settings": vars(args)}
     float32 = loss_and_gradients(model, pixel_values, labels, False, 1, buffers)
     report["accuracy"] = {
         "float32_again": compare(float32, loss_and_gradients(model, pixel_values, labels, False, 1, buffers), groups),

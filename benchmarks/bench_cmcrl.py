@@ -21,15 +21,14 @@ import argparse
 import functools
 import json
 import os
-import platform
 import time
 from collections import defaultdict
 
 import torch
-import transformers
 from measurement import peak_rss_mib, run_json, spread
 
 from cxrgen.compat import enable_checkpointing
+from cxrgen.environment import run_environment
 from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration, CmcrlForPreTraining
 
 # The reference's 4,347-word mixed vocabulary (<unk> included) plus its id 0 gives 4,348 rows; here the same
@@ -210,10 +209,7 @@ def main():
         print(json.dumps(measure(args)))
         return
     report = {
-        "machine": f"{platform.processor() or platform.machine()}, {args.threads} torch threads",
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        **run_environment(torch_threads=args.threads),
         "settings": {"batch_size": args.batch_size, "num_beams": args.num_beams, "max_length": args.max_length},
         "parameters": parameter_counts(),
     }

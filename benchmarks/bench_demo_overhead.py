@@ -18,11 +18,11 @@ DIR with whatever ``cxrgen`` is importable and prints its timings as JSON (what 
 import argparse
 import hashlib
 import json
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
+
+from measurement import run_json
 
 PHASES = ("build data", "train", "evaluate model", "baselines", "total")
 # Files whose content depends on timing or on the folder they were written to.
@@ -34,11 +34,13 @@ def run_single(output_dir: Path, train_steps: int, method: str) -> dict:
     import cxrgen.demo as demo
     import cxrgen.evaluation.report as report
 
-    train = demo._train
+    # The old trees of RESULTS.md call their training `_train`; it became the public `train_recipe`.
+    train_name = "train_recipe" if hasattr(demo, "train_recipe") else "_train"
+    train = getattr(demo, train_name)
 
-    def short_train(spec, stages, *args):
+    def short_train(spec, stages, *args, **kwargs):
         cut = [{**entry, "training": {**entry["training"], "max_steps": train_steps}} for entry in stages]
-        return train(spec, cut, *args)
+        return train(spec, cut, *args, **kwargs)
 
     def stand_in_generation(generator, studies, **kwargs):
         ids = [Path(views[0]).parent.name for views in studies]
@@ -47,7 +49,7 @@ def run_single(output_dir: Path, train_steps: int, method: str) -> dict:
         }
         return [{"report": reports[ids[(index + 1) % len(ids)]]} for index in range(len(ids))]
 
-    demo._train = short_train
+    setattr(demo, train_name, short_train)
     report.generate_reports = stand_in_generation
     summary = demo.run_demo(output_dir, method=method, echo=lambda line: None)
     return summary["wall_time_seconds"]
@@ -69,16 +71,11 @@ def compare(trees: list[str], repeat: int, output: Path, train_steps: int, metho
     """Run each tree ``repeat`` times, alternating; print timings and ratios; return 1 when outputs differ."""
     times = {tree: [] for tree in trees}
     prints = {}
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     for round_index in range(repeat):
         for tree_index, tree in enumerate(trees):
             folder = output / f"run{round_index}-tree{tree_index}"
-            command = [sys.executable, __file__, "--single", str(folder), "--train-steps", str(train_steps)]
-            command += ["--method", method]
-            finished = subprocess.run(
-                command, env={**env, "PYTHONPATH": tree}, check=True, capture_output=True, text=True
-            )
-            timing = json.loads(finished.stdout.strip().splitlines()[-1])
+            arguments = ["--single", str(folder), "--train-steps", str(train_steps), "--method", method]
+            timing = run_json(__file__, arguments, pythonpath=[tree])
             times[tree].append(timing)
             print(f"round {round_index} tree {tree_index}: {json.dumps(timing)}", flush=True)
             prints.setdefault(tree, fingerprint(folder))

@@ -10,13 +10,10 @@ reported for observations with at least `--min-positives` positive studies (and 
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
-import torch
-import transformers
-
+from cxrgen.environment import run_environment
 from cxrgen.evaluation.perception import per_observation_auroc, positive_matrix, study_probabilities
 from cxrgen.labeler import label_report
 
@@ -48,10 +45,7 @@ def main() -> None:
     result.update(
         split=args.split,
         seconds=round(time.perf_counter() - started, 1),
-        python=platform.python_version(),
-        torch=torch.__version__,
-        transformers=transformers.__version__,
-        machine=f"{platform.machine()} {platform.system()}, {torch.get_num_threads()} torch threads",
+        **run_environment(),
     )
     print(json.dumps(result, indent=2))
 

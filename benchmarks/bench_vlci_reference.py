@@ -55,7 +55,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 import types
@@ -347,15 +346,10 @@ def main():
     if args.official_part:
         print(json.dumps(measure_official(args)))
         return
-    import torch
-    import transformers
+    from cxrgen.environment import run_environment
 
     report = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        **run_environment(torch_threads=sorted({*args.generate_threads, *args.train_threads})),
         "settings": {
             key: getattr(args, key)
             for key in ("batch_size", "num_beams", "new_tokens", "repeats", "optimizer", "cxrgen_bf16")

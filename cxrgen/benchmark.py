@@ -24,23 +24,21 @@ seeds, per-observation F1 and AUROC tables) and ``per_observation_f1.png``. Phan
 learn to read the images the generator draws, not clinical performance.
 """
 
-import datetime
 import json
 import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
 from transformers import AutoProcessor
 
 from cxrgen.data.annotation import read_annotation
 from cxrgen.data.iu_xray import find_nlm_reports_archive
 from cxrgen.data.phantom_benchmark import IMAGES_DIR, build_phantom_benchmark
 from cxrgen.demo import BASELINE_NAMES, baseline_reports, recipe_settings, train_recipe
+from cxrgen.environment import run_environment
 from cxrgen.evaluation.baselines import label_retrieval_reports
 from cxrgen.evaluation.metrics import NLG_METRICS, MeteorScorer, evaluate_reports
 from cxrgen.evaluation.perception import f1_thresholds, per_observation_auroc, positive_matrix, study_probabilities
@@ -428,14 +426,7 @@ def _summary(spec, profile, seeds, ablation_seeds, data_settings, annotation, ru
         "systems": table,
         "variants": variants,
         "macro_ce_f1": {name: table[name][macro]["mean"] for name in table},
-        "environment": {
-            "date": datetime.date.today().isoformat(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs",
-        },
+        "environment": run_environment(),
     }
 
 

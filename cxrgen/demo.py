@@ -17,19 +17,17 @@ Phantom numbers check the pipeline end to end; they say nothing about clinical p
 import copy
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-import transformers
 from PIL import Image
 from transformers import AutoProcessor
 
 from cxrgen.data.annotation import read_annotation
 from cxrgen.data.iu_xray import find_nlm_reports_archive
 from cxrgen.data.phantom_benchmark import IMAGES_DIR, build_phantom_benchmark
+from cxrgen.environment import run_environment
 from cxrgen.evaluation.baselines import most_frequent_report, nearest_neighbour_reports
 from cxrgen.evaluation.metrics import MeteorScorer, evaluate_reports
 from cxrgen.evaluation.predictions import write_predictions
@@ -360,13 +358,7 @@ def _summary(results, settings, source, annotation, timings, seed, max_studies):
         "macro_ce_f1": {name: result["ce"]["macro"]["f1"] for name, result in results.items()},
         "metrics": results,
         "wall_time_seconds": {key: round(value, 1) for key, value in timings.items()},
-        "environment": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "machine": platform.machine(),
-        },
+        "environment": run_environment(),
     }
 
 

@@ -67,6 +67,9 @@ def test_every_system_is_scored_and_the_summary_is_what_the_runs_recorded(cmcrl_
     assert runs[0]["plan"]["seed"] == 0 and runs[1]["plan"]["seed"] == 1
     saved = json.loads((output / "results.json").read_text())
     assert saved["macro_ce_f1"] == summary["macro_ce_f1"] and saved["studies"] == {"train": 28, "val": 4, "test": 8}
+    environment = saved["environment"]
+    assert environment["torch"] == torch.__version__ and environment["torch_threads"] == torch.get_num_threads()
+    assert set(environment) == {"date", "python", "torch", "transformers", "torch_threads", "machine"}
 
 
 def test_the_ablation_trains_only_the_report_generator_on_the_recipes_earlier_stages(cmcrl_benchmark):

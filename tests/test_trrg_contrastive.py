@@ -87,9 +87,15 @@ def test_contrastive_loss_falls_on_a_toy_set():
         optimizer.zero_grad()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+    model.eval()
     with torch.no_grad():
         logits = model(pixel_values=pv, pixel_mask=torch.tensor([[1, 1], [1, 0], [1, 1], [0, 1]]), **batch)
+        as_tuple = model(
+            pixel_values=pv, pixel_mask=torch.tensor([[1, 1], [1, 0], [1, 1], [0, 1]]), **batch, return_dict=False
+        )
     assert torch.equal(logits.logits_per_image.argmax(-1), torch.arange(4))
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == len(logits.to_tuple())
+    assert all(torch.equal(a, b) for a, b in zip(as_tuple, logits.to_tuple()))
 
 
 def test_zero_shot_probabilities_for_images_and_studies():

@@ -376,28 +376,30 @@ class TrrgStage(TrainingStage):
 
         checkpoint, init = run.checkpoint, run.init
         base_folder = Path(run.output) / BASE_MODEL_DIR
+
+        def new_model_and_processor():
+            model, processor, transferred = build_model_and_processor(
+                run.config, train["report"], init, options, run.allow_pickle
+            )
+            # The saved model decodes as the run evaluates it, at most generation_max_length new tokens (the
+            # generic default, max_length 20 including the prompt, would cut the reports short).
+            model.generation_config.update(**generation)
+            return model, processor, transferred
+
         transferred = None
         if extra["lora"] is None:
             if checkpoint is not None:
                 model = TrrgForConditionalGeneration.from_pretrained(checkpoint)
                 processor = load_processor(checkpoint, TrrgProcessor)
             else:
-                model, processor, transferred = build_model_and_processor(
-                    run.config, train["report"], init, options, run.allow_pickle
-                )
-                # The saved model decodes as the run evaluates it, at most generation_max_length new tokens (the
-                # generic default, max_length 20 including the prompt, would cut the reports short).
-                model.generation_config.update(**generation)
+                model, processor, transferred = new_model_and_processor()
         else:
             # Every process builds the same base (same seed); the first writes it, the others wait and read it back.
             with args.main_process_first(desc="TRRG LoRA base model"):
                 if not base_folder.is_dir():
                     if checkpoint is not None:
                         raise ValueError(f"--resume: {base_folder} (the base model of the LoRA run) is missing.")
-                    model, processor, transferred = build_model_and_processor(
-                        run.config, train["report"], init, options, run.allow_pickle
-                    )
-                    model.generation_config.update(**generation)
+                    model, processor, transferred = new_model_and_processor()
                     if args.should_save:
                         model.save_pretrained(base_folder)
                         processor.save_pretrained(base_folder)

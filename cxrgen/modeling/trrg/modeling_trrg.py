@@ -288,6 +288,7 @@ class TrrgForContrastivePretraining(TrrgContrastivePreTrainedModel):
         hidden = self.text_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
         return F.normalize(self.text_projection(hidden[:, 0]), dim=-1)
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.FloatTensor | None = None,
