@@ -218,6 +218,9 @@ def _run(spec, benchmark, plan, annotation, annotation_path, image_root, run_dir
         generator=generator,
         meteor=meteor,
     )
+    if [record["id"] for record in evaluation["records"]] != [entry["id"] for entry in annotation["test"]]:
+        # The classifier + retrieval and true-label-clue systems pair the records with the split by position.
+        raise RuntimeError(f"{run_dir}: the evaluation records are not in the order of the annotation's test split")
     references = [record["reference"] for record in evaluation["records"]]
     record = {
         "plan": plan,

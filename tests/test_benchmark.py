@@ -15,6 +15,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 from test_demo import TINY_MODEL
 
+from cxrgen import benchmark
 from cxrgen.benchmark import CLASSIFIER_RETRIEVAL, FIGURE_NAME, ORACLE, TRUE_LABEL_CLUES, run_benchmark
 from cxrgen.cli import main
 from cxrgen.demo import BASELINE_NAMES
@@ -109,6 +110,20 @@ def test_complete_runs_are_reused_and_other_settings_refused(cmcrl_benchmark, mo
         run_benchmark(output, method="cmcrl", seeds=[0], ablation_seeds=[3], echo=lines.append, **SMALL)
     with pytest.raises(ValueError, match="Unknown ablation"):
         run_benchmark(output, method="cmcrl", seeds=[0], ablations=["no-such"], echo=lines.append, **SMALL)
+
+
+def test_a_run_whose_records_are_out_of_split_order_is_refused(cmcrl_benchmark, monkeypatch):
+    output, _, _ = cmcrl_benchmark
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))
+    evaluate = benchmark.evaluate_model
+
+    def shuffled(*args, **kwargs):
+        evaluation = evaluate(*args, **kwargs)
+        return {**evaluation, "records": evaluation["records"][::-1]}
+
+    monkeypatch.setattr(benchmark, "evaluate_model", shuffled)
+    with pytest.raises(RuntimeError, match="not in the order of the annotation's test split"):
+        run_benchmark(output, echo=lambda line: None, **{**CMCRL_RUN, "seeds": [0, 1, 2]})
 
 
 def test_trrg_benchmark_swaps_clues_and_ablates_them(tmp_path, monkeypatch):
