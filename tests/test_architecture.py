@@ -20,7 +20,17 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "cxrgen"
 # Lowest first, as in ARCHITECTURE.md: a module may import its own layer and the layers before it. A name covers the
 # module and everything under it; "cxrgen" itself is only the package's __init__ (the lazy public names).
 LAYERS = (
-    ("foundation", ("cxrgen.labels", "cxrgen.labeler", "cxrgen.compat", "cxrgen.methods", "cxrgen.parallel")),
+    (
+        "foundation",
+        (
+            "cxrgen.labels",
+            "cxrgen.labeler",
+            "cxrgen.compat",
+            "cxrgen.methods",
+            "cxrgen.parallel",
+            "cxrgen.environment",
+        ),
+    ),
     ("processing", ("cxrgen.processing",)),
     ("modeling", ("cxrgen.modeling", "cxrgen.presets")),
     ("data", ("cxrgen.data",)),
