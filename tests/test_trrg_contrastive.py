@@ -80,22 +80,23 @@ def test_contrastive_loss_falls_on_a_toy_set():
     pv = pixels(4, views=2, seed=3)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
+    pixel_mask = torch.tensor([[1, 1], [1, 0], [1, 1], [0, 1]])
     for _ in range(25):
-        loss = model(pixel_values=pv, pixel_mask=torch.tensor([[1, 1], [1, 0], [1, 1], [0, 1]]), **batch).loss
+        loss = model(pixel_values=pv, pixel_mask=pixel_mask, **batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
-    model.eval()
     with torch.no_grad():
-        logits = model(pixel_values=pv, pixel_mask=torch.tensor([[1, 1], [1, 0], [1, 1], [0, 1]]), **batch)
-        as_tuple = model(
-            pixel_values=pv, pixel_mask=torch.tensor([[1, 1], [1, 0], [1, 1], [0, 1]]), **batch, return_dict=False
-        )
+        logits = model(pixel_values=pv, pixel_mask=pixel_mask, **batch)
     assert torch.equal(logits.logits_per_image.argmax(-1), torch.arange(4))
-    assert isinstance(as_tuple, tuple) and len(as_tuple) == len(logits.to_tuple())
-    assert all(torch.equal(a, b) for a, b in zip(as_tuple, logits.to_tuple()))
+    model.eval()  # dropout off, so that the two calls below see the same network
+    with torch.no_grad():
+        as_output = model(pixel_values=pv, pixel_mask=pixel_mask, **batch)
+        as_tuple = model(pixel_values=pv, pixel_mask=pixel_mask, **batch, return_dict=False)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == len(as_output.to_tuple())
+    assert all(torch.equal(a, b) for a, b in zip(as_tuple, as_output.to_tuple()))
 
 
 def test_zero_shot_probabilities_for_images_and_studies():
