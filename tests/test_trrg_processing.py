@@ -8,7 +8,7 @@ from test_trrg_common import CLUE_ID, IMAGE_ID, IMAGE_SIZE, REPORT, build_tokeni
 from transformers import AutoProcessor
 
 from cxrgen.modeling.trrg.modeling_trrg import TrrgForConditionalGeneration
-from cxrgen.processing.image_processing_cxr import CxrImageProcessor
+from cxrgen.processing.image_processing_cxr import CxrImageProcessor, load_image
 from cxrgen.processing.processing_trrg import TrrgProcessor
 
 pytestmark = pytest.mark.transformers_compat
@@ -55,6 +55,21 @@ def test_prompt_markers_must_match_the_views():
         TrrgProcessor(CxrImageProcessor(), tokenizer)
     with pytest.raises(ValueError, match="needs the LLM's tokenizer"):
         TrrgProcessor(CxrImageProcessor())
+
+
+def test_paths_are_read_with_the_cxr_loader_for_prompts_and_training_batches(tmp_path):
+    # ProcessorMixin fetches paths itself; transformers' loader would clip a 16-bit PNG and fail on DICOM.
+    from test_image_processing import write_dicom
+
+    pytest.importorskip("pydicom")
+    png = tmp_path / "wide16.png"
+    Image.fromarray(np.linspace(0, 65535, 40 * 48).reshape(40, 48).astype(np.uint16)).save(png)
+    dicom = tmp_path / "view.dcm"
+    write_dicom(dicom, np.arange(40 * 48).reshape(40, 48) % 4096)
+    processor = make_processor()
+    expected = processor.image_processor(images=[[load_image(png), load_image(dicom)]])["pixel_values"]
+    assert torch.equal(processor(images=[[str(png), dicom]])["pixel_values"], expected)
+    assert torch.equal(processor(images=[[png, str(dicom)]], reports=[REPORT])["pixel_values"], expected)
 
 
 def test_training_targets_mask_the_prompt_and_keep_eos_under_truncation():

@@ -232,6 +232,18 @@ class CxrImageProcessor(BaseImageProcessor):
         output.pop("generator", None)  # random state of a run, not configuration
         return output
 
+    def fetch_images(self, images: object) -> object:
+        """`images` with every path read by [`load_image`] (nesting kept; PIL images and arrays pass through).
+
+        `ProcessorMixin.__call__` fetches images before processing them; transformers' own loader would open a path
+        without this processor's conversions, clipping 16-bit PNGs to white and failing on DICOM.
+        """
+        if isinstance(images, (list, tuple)):
+            return [self.fetch_images(image) for image in images]
+        if isinstance(images, (str, os.PathLike)):
+            return load_image(images)
+        return images
+
     def process_image(self, image: str | os.PathLike | Image.Image | np.ndarray) -> torch.Tensor:
         """Load one view as a float32 (3, H, W) tensor with values in [0, 255]."""
         return torch.from_numpy(np.array(load_image(image), dtype=np.float32)).permute(2, 0, 1)
