@@ -67,23 +67,43 @@ PRESETS = {
 BATCH, VIEWS, PROMPT_WORDS, REPORT_TOKENS, NEW_TOKENS = 2, 2, 16, 60, 32
 
 
-def _build(preset):
-    import torch
+def trrg_config(preset, **text_overrides):
+    """The TrrgConfig of a preset (random-weight LLM and vision tower); `text_overrides` change the LLM config."""
     from transformers import LlamaConfig, SwinConfig
 
-    from cxrgen.modeling.trrg import TrrgConfig, TrrgForConditionalGeneration
+    from cxrgen.modeling.trrg import TrrgConfig
 
     spec = PRESETS[preset]
-    text = LlamaConfig(max_position_embeddings=512, bos_token_id=1, eos_token_id=2, pad_token_id=0, **spec["text"])
-    config = TrrgConfig(
+    text = LlamaConfig(
+        max_position_embeddings=512,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        **{**spec["text"], **text_overrides},
+    )
+    return TrrgConfig(
         vision_config=SwinConfig(**spec["vision"]), text_config=text, image_token_id=4, clue_token_id=5, **spec["trrg"]
     )
+
+
+def trrg_inputs(config, batch=BATCH, views=VIEWS):
+    """Prompt ids (BOS, image and clue placeholders, PROMPT_WORDS word ids) and random pixel values of a batch."""
+    import torch
+
+    prompt = [1] + [4] * config.num_query_tokens + [5] * config.num_clue_tokens + list(range(10, 10 + PROMPT_WORDS))
+    size = config.vision_config.image_size
+    return torch.tensor([prompt] * batch), torch.randn(batch, views, 3, size, size)
+
+
+def _build(preset):
+    import torch
+
+    from cxrgen.modeling.trrg import TrrgForConditionalGeneration
+
+    config = trrg_config(preset)
     torch.manual_seed(0)
     model = TrrgForConditionalGeneration(config)
-    size = spec["vision"]["image_size"]
-    prompt = [1] + [4] * config.num_query_tokens + [5] * config.num_clue_tokens + list(range(10, 10 + PROMPT_WORDS))
-    input_ids = torch.tensor([prompt] * BATCH)
-    pixel_values = torch.randn(BATCH, VIEWS, 3, size, size)
+    input_ids, pixel_values = trrg_inputs(config)
     return model, input_ids, pixel_values
 
 

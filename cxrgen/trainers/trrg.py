@@ -51,7 +51,6 @@ from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_t
 from torch import nn
 from transformers import (
     AutoTokenizer,
-    BitsAndBytesConfig,
     PreTrainedTokenizerBase,
     Seq2SeqTrainingArguments,
     Trainer,
@@ -319,12 +318,8 @@ def load_base_model(
     """The saved full-precision base model, optionally with nf4 LLM weights (non-LLM modules kept by full prefix)."""
     if not load_in_4bit:
         return TrrgForConditionalGeneration.from_pretrained(folder)
-    quantization = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_compute_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
-        bnb_4bit_use_double_quant=True,
-        llm_int8_skip_modules=list(TrrgForConditionalGeneration.quantization_skip_modules),
+    quantization = TrrgForConditionalGeneration.nf4_quantization_config(
+        torch.bfloat16 if device.type == "cuda" else torch.float32
     )
     return TrrgForConditionalGeneration.from_pretrained(
         folder, quantization_config=quantization, device_map={"": device}

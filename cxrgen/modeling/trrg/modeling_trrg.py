@@ -77,6 +77,7 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoTokenizer,
+    BitsAndBytesConfig,
     Cache,
     GenerationMixin,
     PreTrainedConfig,
@@ -898,6 +899,18 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
         names = "|".join(LORA_ATTENTION_MODULES[model_type])
         # gpt2's MLP also has a c_proj: require an attention block in the path
         return rf".*language_model\..*(attn|attention)\.({names})"
+
+    @classmethod
+    def nf4_quantization_config(cls, compute_dtype: torch.dtype = torch.bfloat16) -> BitsAndBytesConfig:
+        """bitsandbytes nf4 (double-quantised) for the LLM's linear layers; the vision and clue modules and `lm_head`
+        stay in full precision. Pass it to `from_pretrained(..., quantization_config=...)`."""
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=compute_dtype,
+            bnb_4bit_use_double_quant=True,
+            llm_int8_skip_modules=list(cls.quantization_skip_modules),
+        )
 
     def get_image_features(
         self,
