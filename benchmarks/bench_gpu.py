@@ -9,16 +9,18 @@ synchronisations, the median (and min, max) of `--steps` repetitions after warm-
 allocation on the GPU (`max_memory_allocated`, and `max_memory_reserved`, which the caching allocator holds).
 
 - **cmcrl**: `CmcrlForConditionalGeneration` at the IU-Xray preset (ResNet-101 C1-C4, 224 px, width 512, 3+3 layers,
-  VDM + LDM, vocabulary 4,350), batch 16 studies x 2 views, 60-token reports. One training step (forward, backward,
-  fused AdamW) in float32 and under bf16 autocast, and beam-3 generation of 60 tokens for the same batch in each.
+  VDM + LDM, vocabulary 4,350), 2 views, 60-token reports. One training step (forward, backward, fused AdamW) in
+  float32 and under bf16 autocast at batch 16 (the paper's) and 64, and beam-3 generation of 60 tokens at batch 16.
 - **trrg**: `bench_trrg.py`'s base100m preset (Swin-T at 224 px, ~106M-parameter Llama), full fine-tuning at batch
-  8 x 2 views, float32 and bf16 autocast.
+  8 and 32 x 2 views, float32 and bf16 autocast.
 - **trrg7b**: the same vision side with a Llama-2-7B-shaped LLM (hidden 4096, 32 layers, 32 heads, MLP 11008,
   vocabulary 32,000), saved once in bf16 and loaded the way a user loads a base model for 4-bit training:
   `from_pretrained(folder, quantization_config=TrrgForConditionalGeneration.nf4_quantization_config(),
   device_map=...)`, then peft's `prepare_model_for_kbit_training` and LoRA r=16 on the LLM's attention projections
   (the trainer's choice). At batch 4 x 2 views: forward, backward and AdamW-step times, peak memory, and greedy
-  decoding: new tokens per second after the prompt, from the difference of 1- and 32-token `generate` calls.
+  decoding: new tokens per second after the prompt, from the difference of 1- and 32-token `generate` calls,
+  for TRRG in nf4 before LoRA against a plain `LlamaForCausalLM` with the same weights in nf4 and a prompt of the
+  same length (the decoding overhead of the vision and clue work), and for the LoRA model.
 
 Prints one JSON object and, with `--output`, writes it there after every part (a part that fails records its
 error and the others still run).
@@ -26,6 +28,7 @@ error and the others still run).
 
 import argparse
 import functools
+import gc
 import json
 import statistics
 import tempfile
@@ -35,6 +38,7 @@ import traceback
 import torch
 from bench_cmcrl import VOCAB_SIZE as CMCRL_VOCAB_SIZE
 from bench_trrg import NEW_TOKENS, REPORT_TOKENS, VIEWS, trrg_config, trrg_inputs
+from transformers import LlamaForCausalLM
 
 from cxrgen.environment import run_environment
 from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration
@@ -48,8 +52,10 @@ LLAMA_7B = dict(
     num_key_value_heads=32,
     vocab_size=32000,
 )
-CMCRL_BATCH, CMCRL_REPORT_TOKENS, CMCRL_BEAMS = 16, 60, 3
-TRRG_BATCH, TRRG_7B_BATCH = 8, 4
+# Training at the papers' batch sizes and at four times them (where bf16 pays off once the GPU is kept busy);
+# beam generation at the first.
+CMCRL_BATCHES, CMCRL_REPORT_TOKENS, CMCRL_BEAMS = (16, 64), 60, 3
+TRRG_BATCHES, TRRG_7B_BATCH = (8, 32), 4
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05)
 
 
@@ -76,6 +82,8 @@ def summary(seconds: list[float]) -> dict:
 
 
 def reset_peak_memory(device: torch.device) -> None:
+    """Start a phase's peak memory: what earlier phases left unreachable is collected first, so the peak is its own."""
+    gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -113,16 +121,19 @@ def training_steps(model, batch: dict, device: torch.device, bf16: bool, steps: 
     return result
 
 
-def cmcrl_mode(preset: str, device: torch.device, bf16: bool, steps: int) -> dict:
-    """One CMCRL model's training steps and beam-3 generation, in float32 or under bf16 autocast."""
+def cmcrl_mode(preset: str, device: torch.device, bf16: bool, steps: int, batch: int, generation: bool) -> dict:
+    """One CMCRL model's training steps (and beam-3 generation), in float32 or under bf16 autocast."""
     torch.manual_seed(0)
     model = CmcrlForConditionalGeneration(CmcrlConfig.from_preset(preset, vocab_size=CMCRL_VOCAB_SIZE)).to(device)
     config = model.config
-    pixel_values = torch.randn(CMCRL_BATCH, config.num_views, 3, config.image_size, config.image_size, device=device)
-    labels = torch.randint(4, CMCRL_VOCAB_SIZE, (CMCRL_BATCH, CMCRL_REPORT_TOKENS), device=device)
+    pixel_values = torch.randn(batch, config.num_views, 3, config.image_size, config.image_size, device=device)
+    labels = torch.randint(4, CMCRL_VOCAB_SIZE, (batch, CMCRL_REPORT_TOKENS), device=device)
     labels[:, 0], labels[:, -1] = config.bos_token_id, config.eos_token_id
     train = training_steps(model, {"pixel_values": pixel_values, "labels": labels}, device, bf16, steps)
-    train["studies_per_s"] = round(CMCRL_BATCH / train["step"]["median_s"], 2)
+    train["studies_per_s"] = round(batch / train["step"]["median_s"], 2)
+    result = {"train": train, "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1)}
+    if not generation:
+        return result
     model.eval()
     generate = functools.partial(
         model.generate,
@@ -131,29 +142,33 @@ def cmcrl_mode(preset: str, device: torch.device, bf16: bool, steps: int) -> dic
         max_length=CMCRL_REPORT_TOKENS,
         min_length=CMCRL_REPORT_TOKENS,
     )
-    generation = []
+    times = []
     with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
         timed(device, generate)  # the first call builds the kernels
         for _ in range(max(1, steps // 3)):
             seconds, tokens = timed(device, generate)
-            generation.append(seconds)
-    return {
-        "train": train,
-        "generate_beam3": {**summary(generation), "tokens": list(tokens.shape)},
-        "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
-    }
+            times.append(seconds)
+    result["generate_beam3"] = {**summary(times), "tokens": list(tokens.shape)}
+    return result
 
 
 def cmcrl(device: torch.device, steps: int, smoke: bool) -> dict:
     """CMCRL training step and beam generation at the IU-Xray preset, float32 and bf16 autocast."""
     preset = "tiny" if smoke else "iu-xray"
-    result = {"preset": preset, "batch": CMCRL_BATCH, "views": 2, "report_tokens": CMCRL_REPORT_TOKENS}
-    for mode in ("float32", "bf16_autocast"):
-        result[mode] = cmcrl_mode(preset, device, mode == "bf16_autocast", steps)
-    result["bf16_speedup_train"] = round(
-        result["float32"]["train"]["step"]["median_s"] / result["bf16_autocast"]["train"]["step"]["median_s"], 2
-    )
+    result = {"preset": preset, "views": 2, "report_tokens": CMCRL_REPORT_TOKENS}
+    for batch in CMCRL_BATCHES:
+        modes = {
+            mode: cmcrl_mode(preset, device, mode == "bf16_autocast", steps, batch, batch == CMCRL_BATCHES[0])
+            for mode in ("float32", "bf16_autocast")
+        }
+        result[f"batch{batch}"] = {**modes, "bf16_speedup_train": bf16_speedup(modes)}
     return result
+
+
+def bf16_speedup(modes: dict) -> float:
+    return round(
+        modes["float32"]["train"]["step"]["median_s"] / modes["bf16_autocast"]["train"]["step"]["median_s"], 2
+    )
 
 
 def trrg_batch(config, batch: int, device: torch.device) -> dict:
@@ -171,40 +186,40 @@ def trrg(device: torch.device, steps: int, smoke: bool) -> dict:
     """TRRG full fine-tuning at the base100m preset, float32 and bf16 autocast."""
     preset = "tiny" if smoke else "base100m"
     config = trrg_config(preset)
-    result = {"preset": preset, "batch": TRRG_BATCH, "views": VIEWS, "report_tokens": REPORT_TOKENS}
-    for mode in ("float32", "bf16_autocast"):
-        torch.manual_seed(0)
-        model = TrrgForConditionalGeneration(config).to(device)
-        batch = trrg_batch(config, TRRG_BATCH, device)
-        train = training_steps(model, batch, device, mode == "bf16_autocast", steps)
-        train["studies_per_s"] = round(TRRG_BATCH / train["step"]["median_s"], 2)
-        result[mode] = {"train": train, "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1)}
-        del model
-    result["bf16_speedup_train"] = round(
-        result["float32"]["train"]["step"]["median_s"] / result["bf16_autocast"]["train"]["step"]["median_s"], 2
-    )
+    result = {"preset": preset, "views": VIEWS, "report_tokens": REPORT_TOKENS}
+    for batch in TRRG_BATCHES:
+        modes = {}
+        for mode in ("float32", "bf16_autocast"):
+            torch.manual_seed(0)
+            model = TrrgForConditionalGeneration(config).to(device)
+            train = training_steps(model, trrg_batch(config, batch, device), device, mode == "bf16_autocast", steps)
+            train["studies_per_s"] = round(batch / train["step"]["median_s"], 2)
+            parameters = round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
+            modes[mode] = {"train": train, "parameters_m": parameters}
+        result[f"batch{batch}"] = {**modes, "bf16_speedup_train": bf16_speedup(modes)}
     return result
 
 
 def decode_rate(model, input_ids, pixel_values, device: torch.device, repeats: int) -> dict:
     """Greedy new tokens per second after the prompt: 1- and NEW_TOKENS-token calls, their difference."""
+    images = {} if pixel_values is None else {"pixel_values": pixel_values}
 
     def generate(new_tokens):
         return model.generate(
             input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids),
-            pixel_values=pixel_values,
             max_new_tokens=new_tokens,
             min_new_tokens=new_tokens,
             do_sample=False,
+            **images,
         )
 
     rates, full = [], []
     with torch.no_grad(), torch.autocast(device.type, torch.bfloat16):
         generate(2)  # warm-up
         for _ in range(repeats):
-            prompt_only, _ = timed(device, lambda: generate(1))
-            seconds, tokens = timed(device, lambda: generate(NEW_TOKENS))
+            prompt_only, _ = timed(device, functools.partial(generate, 1))
+            seconds, tokens = timed(device, functools.partial(generate, NEW_TOKENS))
             rates.append(input_ids.shape[0] * (NEW_TOKENS - 1) / (seconds - prompt_only))
             full.append(seconds)
     return {
@@ -215,14 +230,24 @@ def decode_rate(model, input_ids, pixel_values, device: torch.device, repeats: i
     }
 
 
-def build_on(device: torch.device, config) -> TrrgForConditionalGeneration:
-    """A random-weight bf16 model, initialised on `device` (7B float32 weights would take minutes on a CPU)."""
+def save_random_models(device: torch.device, config, trrg_folder: str, llama_folder: str) -> dict:
+    """A random-weight TRRG in bf16, initialised on `device` (7B float32 weights would take minutes on a CPU), and a
+    plain LlamaForCausalLM holding its LLM and lm_head weights, each saved; build and save seconds."""
+    torch.manual_seed(0)
     with torch.device(device):
-        return TrrgForConditionalGeneration(config).to(torch.bfloat16)
+        seconds, model = timed(device, lambda: TrrgForConditionalGeneration(config).to(torch.bfloat16))
+        plain = LlamaForCausalLM(config.text_config).to(torch.bfloat16)
+    plain.model.load_state_dict(model.model.language_model.state_dict())
+    plain.lm_head.load_state_dict(model.lm_head.state_dict())
+    result = {"build_s": round(seconds, 1), "parameters_b": round(sum(p.numel() for p in model.parameters()) / 1e9, 3)}
+    result["save_s"] = round(timed(device, functools.partial(model.save_pretrained, trrg_folder))[0], 1)
+    plain.save_pretrained(llama_folder)
+    return result
 
 
 def trrg7b(device: torch.device, steps: int, smoke: bool) -> dict:
-    """A 7B-shaped TRRG loaded in nf4 with LoRA: step phases, peak memory and decoding at batch 4."""
+    """A 7B-shaped TRRG loaded in nf4: decoding against a plain nf4 Llama with the same weights; with LoRA, step
+    phases, peak memory and decoding at batch 4."""
     import bitsandbytes
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -231,27 +256,38 @@ def trrg7b(device: torch.device, steps: int, smoke: bool) -> dict:
         trrg_config("tiny", hidden_size=128, intermediate_size=256) if smoke else trrg_config("base100m", **LLAMA_7B)
     )
     result = {"llm": "tiny" if smoke else "llama-7b-shaped", "batch": TRRG_7B_BATCH, "views": VIEWS}
-    with tempfile.TemporaryDirectory() as folder:
-        torch.manual_seed(0)
-        seconds, model = timed(device, lambda: build_on(device, config))
-        result["build_s"] = round(seconds, 1)
-        result["parameters_b"] = round(sum(p.numel() for p in model.parameters()) / 1e9, 3)
-        result["save_s"] = round(timed(device, lambda: model.save_pretrained(folder))[0], 1)
-        del model
+    # bitsandbytes' CPU kernels (the smoke run) compute in float32.
+    quantization = TrrgForConditionalGeneration.nf4_quantization_config(
+        torch.bfloat16 if device.type == "cuda" else torch.float32
+    )
+    batch = trrg_batch(config, TRRG_7B_BATCH, device)
+    prompt_ids = batch["input_ids"][:, :-REPORT_TOKENS]
+    repeats = max(1, steps // 3)
+    with tempfile.TemporaryDirectory() as trrg_folder, tempfile.TemporaryDirectory() as llama_folder:
+        result.update(save_random_models(device, config, trrg_folder, llama_folder))
         reset_peak_memory(device)
-        # bitsandbytes' CPU kernels (the smoke run) compute in float32.
-        compute_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        quantization = TrrgForConditionalGeneration.nf4_quantization_config(compute_dtype)
-        seconds, model = timed(
-            device,
-            lambda: TrrgForConditionalGeneration.from_pretrained(
-                folder, quantization_config=quantization, device_map={"": device}
-            ),
+        load = functools.partial(
+            TrrgForConditionalGeneration.from_pretrained,
+            trrg_folder,
+            quantization_config=quantization,
+            device_map={"": device},
         )
-    result["load_nf4_s"] = round(seconds, 1)
-    result["nf4_linear_layers"] = sum(isinstance(module, bitsandbytes.nn.Linear4bit) for module in model.modules())
-    result["memory_footprint_gib"] = round(model.get_memory_footprint() / 2**30, 3)
-    result["after_load"] = peak_memory(device)
+        seconds, model = timed(device, load)
+        result["load_nf4_s"] = round(seconds, 1)
+        result["nf4_linear_layers"] = sum(isinstance(module, bitsandbytes.nn.Linear4bit) for module in model.modules())
+        result["memory_footprint_gib"] = round(model.get_memory_footprint() / 2**30, 3)
+        result["after_load"] = peak_memory(device)
+        plain = LlamaForCausalLM.from_pretrained(
+            llama_folder, quantization_config=quantization, device_map={"": device}
+        )
+    # The plain model's prompt has the same length, in ordinary word ids.
+    result["decode_nf4"] = {
+        "trrg": decode_rate(model.eval(), prompt_ids, batch["pixel_values"], device, repeats),
+        "plain_llama": decode_rate(plain.eval(), torch.full_like(prompt_ids, 10), None, device, repeats),
+    }
+    rates = {name: rate["new_tokens_per_s_after_prompt"] for name, rate in result["decode_nf4"].items()}
+    result["decode_nf4"]["trrg_over_plain"] = round(rates["trrg"] / rates["plain_llama"], 3)
+    del plain
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     lora = LoraConfig(
         **LORA,
@@ -262,15 +298,10 @@ def trrg7b(device: torch.device, steps: int, smoke: bool) -> dict:
     model = get_peft_model(model, lora)
     result["lora"] = LORA
     result["trainable_parameters_m"] = round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 2)
-    batch = trrg_batch(config, TRRG_7B_BATCH, device)
     result["train_bf16"] = training_steps(model, batch, device, True, steps)
-    model.eval()
     reset_peak_memory(device)
-    prompt = {"input_ids": batch["input_ids"][:, :-REPORT_TOKENS], "pixel_values": batch["pixel_values"]}
-    result["generate_greedy"] = decode_rate(
-        model, prompt["input_ids"], prompt["pixel_values"], device, max(1, steps // 3)
-    )
-    result["generate_greedy"].update(peak_memory(device))
+    result["generate_greedy_lora"] = decode_rate(model.eval(), prompt_ids, batch["pixel_values"], device, repeats)
+    result["generate_greedy_lora"].update(peak_memory(device))
     return result
 
 
