@@ -235,8 +235,10 @@ class CxrImageProcessor(BaseImageProcessor):
     def fetch_images(self, images: object) -> object:
         """`images` with every path read by [`load_image`] (nesting kept; PIL images and arrays pass through).
 
-        `ProcessorMixin.__call__` fetches images before processing them; transformers' own loader would open a path
-        without this processor's conversions, clipping 16-bit PNGs to white and failing on DICOM.
+        `ProcessorMixin.__call__` (transformers 5.24 and later) fetches every image of the call before processing
+        them; transformers' own loader would open a path without this processor's conversions, clipping 16-bit PNGs
+        to white and failing on DICOM. Through a processor, then, all views of a batch are in memory at full size
+        at once (about 0.75 GB for 32 MIMIC-CXR-size views); called directly, this processor reads one at a time.
         """
         if isinstance(images, (list, tuple)):
             return [self.fetch_images(image) for image in images]
