@@ -7,7 +7,11 @@ import torch
 
 from cxrgen.compat import enable_checkpointing
 from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration, CmcrlForPreTraining
-from cxrgen.modeling.cmcrl.modeling_cmcrl import causal_front_door_intervention, front_door_intervention
+from cxrgen.modeling.cmcrl.modeling_cmcrl import (
+    CmcrlAttention,
+    causal_front_door_intervention,
+    front_door_intervention,
+)
 
 pytestmark = pytest.mark.transformers_compat
 
@@ -125,6 +129,21 @@ def test_causal_front_door_matches_the_intervention_on_each_prefix():
         torch.testing.assert_close(causal[:, t], prefix[:, t])
     # the last query alone over the whole prefix: the incremental (cached) step
     torch.testing.assert_close(causal_front_door_intervention(x[:, -1:], x, mediator)[:, 0], causal[:, -1])
+
+
+def test_attention_to_one_shared_dictionary_matches_the_dictionary_repeated_per_sample():
+    # The LDM's vocabulary is one key/value set for the whole batch; its folded attention must equal the ordinary one.
+    torch.manual_seed(0)
+    attention = CmcrlAttention(32, 4, dropout=0.0)
+    queries, dictionary = torch.randn(3, 5, 32), torch.randn(1, 7, 32)
+    mask = torch.rand(3, 1, 5, 7) > 0.3
+    mask[..., 0] = True
+    for attention_mask in (None, mask):
+        shared, shared_probs = attention(queries, dictionary, attention_mask=attention_mask)
+        repeated, repeated_probs = attention(queries, dictionary.expand(3, -1, -1), attention_mask=attention_mask)
+        torch.testing.assert_close(shared, repeated)
+        torch.testing.assert_close(shared_probs, repeated_probs)
+    assert (shared_probs[~mask.expand_as(shared_probs)] == 0).all()
 
 
 def test_local_and_global_token_counts(model, studies):

@@ -234,6 +234,7 @@ class CmcrlAttention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = hidden_size // num_heads
+        self.scaling = self.head_dim**-0.5
         self.layer_idx = layer_idx
         self.q_proj = nn.Linear(hidden_size, hidden_size)
         self.k_proj = nn.Linear(hidden_size, hidden_size)
@@ -266,10 +267,29 @@ class CmcrlAttention(nn.Module):
                 key, value = layer_cache.update(key, value, self.layer_idx)
                 if is_cross:
                     cache.is_updated[self.layer_idx] = True
-        scores = _mask_scores(query @ key.transpose(-1, -2) / math.sqrt(self.head_dim), attention_mask)
+        # Scaling the queries rather than the (much larger) scores; with head_dim 64 the factor 1/8 is a power of
+        # two, so the scores are bit-identical either way.
+        query = query * self.scaling
+        batch, heads, query_length, _ = query.shape
+        shared = key.shape[0] == 1 < batch
+        if shared:
+            # One dictionary for the whole batch (the LDM's vocabulary): the batch folds into the query rows, so
+            # the shared keys and values are not copied once per sample (a broadcasting matmul would), and the
+            # scores stay in that (heads, batch * queries, keys) layout until they are returned.
+            query = query.transpose(0, 1).reshape(heads, batch * query_length, self.head_dim)
+            key, value = key[0], value[0]
+            if attention_mask is not None:
+                attention_mask = attention_mask.expand(batch, heads, query_length, key.shape[-2])
+                attention_mask = attention_mask.transpose(0, 1).reshape(heads, batch * query_length, -1)
+        scores = query @ key.transpose(-1, -2)
+        if attention_mask is not None:
+            scores.masked_fill_(~attention_mask, torch.finfo(scores.dtype).min)  # a fresh tensor: no copy
         probs = scores.softmax(dim=-1)
-        out = (self.dropout(probs) @ value).transpose(1, 2).reshape(hidden_states.shape)
-        return self.out_proj(out), probs
+        out = self.dropout(probs) @ value
+        if shared:
+            out = out.view(heads, batch, query_length, self.head_dim).transpose(0, 1)
+            probs = probs.view(heads, batch, query_length, -1).transpose(0, 1)
+        return self.out_proj(out.transpose(1, 2).reshape(hidden_states.shape)), probs
 
 
 class CmcrlFeedForward(nn.Module):
