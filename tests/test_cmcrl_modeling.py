@@ -146,6 +146,30 @@ def test_attention_to_one_shared_dictionary_matches_the_dictionary_repeated_per_
     assert (shared_probs[~mask.expand_as(shared_probs)] == 0).all()
 
 
+def test_in_place_backbone_relus_give_the_same_features_and_gradients(studies):
+    pixel_values, _ = studies
+    torch.manual_seed(0)
+    model = CmcrlForConditionalGeneration(tiny_config()).train()
+    relus = [module for module in model.encoder.embeddings.backbone.modules() if isinstance(module, torch.nn.ReLU)]
+    assert relus and all(relu.inplace for relu in relus)
+    images = pixel_values.flatten(0, 1)
+
+    def features_and_gradients(inplace):
+        for relu in relus:
+            relu.inplace = inplace
+        model.zero_grad()
+        state = copy.deepcopy(model.state_dict())  # the batch-norm statistics of training mode
+        features = model.encoder.embeddings.backbone(images).feature_maps[-1]
+        features.square().mean().backward()
+        model.load_state_dict(state)
+        return features.detach(), [p.grad.clone() for p in model.encoder.embeddings.backbone.parameters()]
+
+    features, gradients = features_and_gradients(True)
+    reference_features, reference_gradients = features_and_gradients(False)
+    assert torch.equal(features, reference_features)
+    assert all(torch.equal(a, b) for a, b in zip(gradients, reference_gradients))
+
+
 def test_local_and_global_token_counts(model, studies):
     pixel_values, pixel_mask = studies
     config = model.config
