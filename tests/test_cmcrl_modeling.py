@@ -9,6 +9,7 @@ from cxrgen.compat import enable_checkpointing
 from cxrgen.modeling.cmcrl import CmcrlConfig, CmcrlForConditionalGeneration, CmcrlForPreTraining
 from cxrgen.modeling.cmcrl.modeling_cmcrl import (
     CmcrlAttention,
+    CmcrlDropout,
     causal_front_door_intervention,
     front_door_intervention,
 )
@@ -168,6 +169,24 @@ def test_in_place_backbone_relus_give_the_same_features_and_gradients(studies):
     reference_features, reference_gradients = features_and_gradients(False)
     assert torch.equal(features, reference_features)
     assert all(torch.equal(a, b) for a, b in zip(gradients, reference_gradients))
+
+
+def test_dropout_draws_as_torch_does_and_keeps_a_boolean_mask():
+    inputs = torch.randn(4, 6, 8, requires_grad=True)
+
+    def run(dropout):
+        saved = []
+        torch.manual_seed(0)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.dtype) or t, lambda t: t):
+            outputs = dropout(inputs)
+        (gradient,) = torch.autograd.grad(outputs.square().sum(), inputs)
+        return outputs, gradient, saved
+
+    torch_outputs, torch_gradient, torch_saved = run(torch.nn.Dropout(0.3))
+    outputs, gradient, saved = run(CmcrlDropout(0.3))
+    assert torch.equal(outputs, torch_outputs) and torch.equal(gradient, torch_gradient)
+    assert torch_saved == [torch.float32] and saved == [torch.bool]
+    assert CmcrlDropout(0.3).eval()(inputs) is inputs
 
 
 def test_local_and_global_token_counts(model, studies):

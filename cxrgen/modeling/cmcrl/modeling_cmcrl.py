@@ -223,6 +223,17 @@ def layer_norm(config: CmcrlConfig, size: int) -> nn.LayerNorm:
     return norm_class(size, eps=config.layer_norm_eps)
 
 
+class CmcrlDropout(nn.Dropout):
+    """`nn.Dropout` keeping a boolean mask for the backward pass. PyTorch's CPU dropout keeps its mask as a float
+    tensor of the input's size, four times the memory, for each of the model's dropouts (the attention
+    probabilities' are the largest); the draws, outputs and gradients are the same."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return hidden_states
+        return torch.native_dropout(hidden_states, self.p, True)[0]
+
+
 class CmcrlAttention(nn.Module):
     """Multi-head attention returning its (pre-dropout) probabilities; caches keys/values in an EncoderDecoderCache.
 
@@ -240,7 +251,7 @@ class CmcrlAttention(nn.Module):
         self.k_proj = nn.Linear(hidden_size, hidden_size)
         self.v_proj = nn.Linear(hidden_size, hidden_size)
         self.out_proj = nn.Linear(hidden_size, hidden_size)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = CmcrlDropout(dropout)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
@@ -300,7 +311,7 @@ class CmcrlFeedForward(nn.Module):
         self.fc1 = nn.Linear(hidden_size, intermediate_size)
         self.fc2 = nn.Linear(intermediate_size, hidden_size)
         self.act = ACT2FN[activation]
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = CmcrlDropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., D) -> (..., D)."""
@@ -317,7 +328,7 @@ class CmcrlEncoderLayer(GradientCheckpointingLayer):
         self.self_attn = CmcrlAttention(d, config.num_attention_heads, config.attention_dropout)
         self.final_layer_norm = layer_norm(config, d)
         self.ffn = CmcrlFeedForward(d, config.intermediate_size, config.activation_function, config.dropout)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = CmcrlDropout(config.dropout)
 
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -365,7 +376,7 @@ class CmcrlDecoderLayer(GradientCheckpointingLayer):
         self.encoder_attn = CmcrlAttention(d, heads, config.attention_dropout, layer_idx)
         self.final_layer_norm = layer_norm(config, d)
         self.ffn = CmcrlFeedForward(d, config.intermediate_size, config.activation_function, config.dropout)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = CmcrlDropout(config.dropout)
 
     def _path(self, path: str):
         return self.encoder_attn_layer_norm, self.encoder_attn, self.final_layer_norm, self.ffn
@@ -443,7 +454,7 @@ class CmcrlVisionEmbeddings(nn.Module):
             nn.Embedding(config.num_views, config.hidden_size) if config.use_view_embeddings else None
         )
         self.layer_norm = layer_norm(config, config.hidden_size)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = CmcrlDropout(config.dropout)
 
     def train(self, mode: bool = True) -> "CmcrlVisionEmbeddings":
         """`nn.Module.train`, keeping a frozen backbone in eval mode."""
@@ -525,7 +536,7 @@ class CmcrlTextEmbeddings(nn.Module):
         self.max_positions = config.max_position_embeddings
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
         self.layer_norm = layer_norm(config, config.hidden_size)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = CmcrlDropout(config.dropout)
 
     def forward(self, input_ids: torch.Tensor, past_length: int = 0) -> torch.Tensor:
         """(B, L) ids at positions past_length.. -> (B, L, D) embeddings."""
@@ -578,7 +589,7 @@ class CmcrlCaamBlock(nn.Module):
         self.layer_norm = layer_norm(config, d)
         self.ffn_layer_norm = layer_norm(config, d)
         self.ffn = CmcrlFeedForward(d, config.intermediate_size, config.activation_function, config.dropout)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = CmcrlDropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, D) -> (B, L, D): the sum of both branches."""
@@ -699,7 +710,7 @@ class CmcrlCrossLayer(nn.Module):
         self.attn = CmcrlAttention(d, config.num_attention_heads, config.attention_dropout)
         self.ffn_layer_norm = layer_norm(config, d)
         self.ffn = CmcrlFeedForward(d, config.ldm_intermediate_size, config.activation_function, config.dropout)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = CmcrlDropout(config.dropout)
 
     def forward(self, query: torch.Tensor, key_value: torch.Tensor) -> torch.Tensor:
         """Queries (B, Lq, D) attend to `key_value` (B or 1, Lk, D) -> (B, Lq, D)."""
