@@ -37,7 +37,7 @@ import traceback
 
 import torch
 from bench_cmcrl import VOCAB_SIZE as CMCRL_VOCAB_SIZE
-from bench_trrg import NEW_TOKENS, REPORT_TOKENS, VIEWS, trrg_config, trrg_inputs
+from bench_trrg import NEW_TOKENS, REPORT_TOKENS, VIEWS, greedy, training_batch, trrg_config, trrg_inputs
 from transformers import LlamaForCausalLM
 
 from cxrgen.environment import run_environment
@@ -172,14 +172,8 @@ def bf16_speedup(modes: dict) -> float:
 
 
 def trrg_batch(config, batch: int, device: torch.device) -> dict:
-    """A training batch: the prompt masked out of the labels, REPORT_TOKENS random report tokens."""
-    input_ids, pixel_values = trrg_inputs(config, batch, VIEWS)
-    report = torch.randint(10, 100, (batch, REPORT_TOKENS))
-    return {
-        "input_ids": torch.cat([input_ids, report], dim=1).to(device),
-        "labels": torch.cat([torch.full_like(input_ids, -100), report], dim=1).to(device),
-        "pixel_values": pixel_values.to(device),
-    }
+    """`bench_trrg.training_batch` of `batch` studies of VIEWS views, on `device`."""
+    return {key: value.to(device) for key, value in training_batch(*trrg_inputs(config, batch, VIEWS)).items()}
 
 
 def trrg(device: torch.device, steps: int, smoke: bool) -> dict:
@@ -205,14 +199,7 @@ def decode_rate(model, input_ids, pixel_values, device: torch.device, repeats: i
     images = {} if pixel_values is None else {"pixel_values": pixel_values}
 
     def generate(new_tokens):
-        return model.generate(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            **images,
-        )
+        return model.generate(**greedy(input_ids, new_tokens), **images)
 
     rates, full = [], []
     with torch.no_grad(), torch.autocast(device.type, torch.bfloat16):

@@ -95,6 +95,18 @@ def trrg_inputs(config, batch=BATCH, views=VIEWS):
     return torch.tensor([prompt] * batch), torch.randn(batch, views, 3, size, size)
 
 
+def training_batch(input_ids, pixel_values):
+    """A training batch: the prompts followed by REPORT_TOKENS random report tokens, the labels masking the prompts."""
+    import torch
+
+    report = torch.randint(10, 100, (input_ids.shape[0], REPORT_TOKENS))
+    return {
+        "input_ids": torch.cat([input_ids, report], dim=1),
+        "labels": torch.cat([torch.full_like(input_ids, -100), report], dim=1),
+        "pixel_values": pixel_values,
+    }
+
+
 def _build(preset):
     import torch
 
@@ -153,16 +165,14 @@ def _measure(preset, mode, threads, steps, queue):
             )
             model = get_peft_model(model, lora)
         model.train()
-        report = torch.randint(10, 100, (BATCH, REPORT_TOKENS))
-        ids = torch.cat([input_ids, report], dim=1)
-        labels = torch.cat([torch.full_like(input_ids, -100), report], dim=1)
+        batch = training_batch(input_ids, pixel_values)
         trainable = [p for p in model.parameters() if p.requires_grad]
         result["params_trainable_m"] = sum(p.numel() for p in trainable) / 1e6
         optimizer = torch.optim.AdamW(trainable, lr=1e-4)
         times = []
         for step in range(steps + 1):
             start = time.perf_counter()
-            model(input_ids=ids, pixel_values=pixel_values, labels=labels).loss.backward()
+            model(**batch).loss.backward()
             optimizer.step()
             optimizer.zero_grad()
             if step:  # the first step allocates optimizer state
@@ -184,8 +194,8 @@ def _decode_rates(model, input_ids, pixel_values, steps):
     # A prompt of the same length without placeholders: ordinary word ids.
     plain_ids = torch.full_like(input_ids, 10)
     systems = {
-        "trrg": lambda n: model.generate(**_greedy(input_ids, n), pixel_values=pixel_values),
-        "plain": lambda n: plain.generate(**_greedy(plain_ids, n)),
+        "trrg": lambda n: model.generate(**greedy(input_ids, n), pixel_values=pixel_values),
+        "plain": lambda n: plain.generate(**greedy(plain_ids, n)),
     }
     rates = {name: [] for name in systems}
     with torch.no_grad():
@@ -209,7 +219,8 @@ def _decode_rates(model, input_ids, pixel_values, steps):
     }
 
 
-def _greedy(input_ids, new_tokens):
+def greedy(input_ids, new_tokens):
+    """`generate` arguments for exactly `new_tokens` greedy tokens after `input_ids` (all attended)."""
     import torch
 
     return dict(
