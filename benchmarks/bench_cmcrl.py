@@ -3,11 +3,18 @@ KV cache, and one training step's time and peak memory.
 
     python benchmarks/bench_cmcrl.py [--batch-size 16] [--num-beams 3] [--max-length 60] [--threads 1]
         [--optimizer adamw|adamw_fused] [--bf16] [--gradient-checkpointing] [--profile [--profile-depth 2]]
-        [--compare-with OTHER_CHECKOUT --repeats 3]
+        [--train-steps 3] [--allocator cxrgen|system] [--compare-with OTHER_CHECKOUT --repeats 3]
 
 Each measurement runs in its own subprocess so that its peak resident memory (`resource.getrusage` ru_maxrss,
 which covers torch's native allocations, unlike tracemalloc) is its own. The model is randomly initialised, so
 it never stops early: every study is decoded to `--max-length` tokens (the worst case). Prints one JSON object.
+
+A training measurement runs `--train-steps` steps on the same batch: `seconds` is the median of the steps after the
+first (what each step of a training run costs; the first also builds oneDNN's kernels and, at its end, the optimizer
+state), `first_step_seconds` the first, and the peak memory is that of the whole run, optimizer state included.
+`--allocator cxrgen` (the default) does what `cxrgen train` and `cxrgen generate` do before they start:
+`cxrgen.allocator.keep_freed_memory()`, so that each step reuses the memory the one before freed; `system` keeps
+glibc's defaults. A checkout without `cxrgen.allocator` runs with glibc's defaults.
 
 `--profile` adds a per-module table of one training step (after a warm-up step) from the torch profiler: each
 module's forward time, and its backward time (the autograd nodes its forward created, matched by sequence number),
@@ -21,6 +28,7 @@ import argparse
 import functools
 import json
 import os
+import statistics
 import time
 from collections import defaultdict
 
@@ -132,7 +140,7 @@ PHASES = ("forward", "backward", "optimizer")
 def measure(args) -> dict:
     torch.set_num_threads(args.threads)
     model, pixel_values = build(args)
-    result = {"rss_after_build_mib": round(peak_rss_mib(), 1)}
+    result = {"rss_after_build_mib": round(peak_rss_mib(), 1), "kept_freed_memory": keeps_freed_memory(args)}
     if args.part == "profile_train_step":
         result.update(profile_training_step(args, model, pixel_values))
         result["peak_rss_mib"] = round(peak_rss_mib(), 1)
@@ -151,10 +159,33 @@ def measure(args) -> dict:
         result.update(studies_per_second=round(args.batch_size / (time.perf_counter() - start), 3))
         result.update(generated_length=generated.shape[1])
     else:
-        result.update(loss=round(training_step(args, model, pixel_values)().item(), 5))
+        step, losses, seconds, cpu_seconds = training_step(args, model, pixel_values), [], [], []
+        for _ in range(args.train_steps):
+            losses.append(round(step().item(), 5))
+            seconds.append(time.perf_counter() - start)
+            cpu_seconds.append(time.process_time() - cpu_start)
+            start, cpu_start = time.perf_counter(), time.process_time()
+        steady = slice(1, None) if args.train_steps > 1 else slice(None)
+        result.update(loss=losses[0], losses=losses, first_step_seconds=round(seconds[0], 2))
+        result.update(step_seconds=[round(value, 2) for value in seconds])
+        result["peak_rss_mib"] = round(peak_rss_mib(), 1)
+        result.update(seconds=round(statistics.median(seconds[steady]), 2))
+        result.update(cpu_seconds=round(statistics.median(cpu_seconds[steady]), 2))
+        return result
     result.update(seconds=round(time.perf_counter() - start, 2), cpu_seconds=round(time.process_time() - cpu_start, 2))
     result["peak_rss_mib"] = round(peak_rss_mib(), 1)
     return result
+
+
+def keeps_freed_memory(args) -> bool:
+    """Apply `--allocator`: what cxrgen's entry points do to glibc's malloc, where this checkout has it."""
+    if args.allocator == "system":
+        return False
+    try:
+        from cxrgen.allocator import keep_freed_memory
+    except ImportError:  # a checkout from before cxrgen.allocator
+        return False
+    return keep_freed_memory()
 
 
 def vlci_parts(model: CmcrlForConditionalGeneration) -> dict[str, list[torch.nn.Parameter]]:
@@ -198,6 +229,8 @@ def main():
     parser.add_argument("--optimizer", choices=("adamw", "adamw_fused"), default="adamw")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (changes results: rounding)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--train-steps", type=int, default=3, help="steps of a training measurement (first: warm-up)")
+    parser.add_argument("--allocator", choices=("cxrgen", "system"), default="cxrgen", help="see the docstring")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=PARTS[:3])
     parser.add_argument("--profile", action="store_true", help="add a per-module profile of a training step")
     parser.add_argument("--profile-depth", type=int, default=2, help="module name depth of the profile table")
@@ -214,11 +247,16 @@ def main():
         "parameters": parameter_counts(),
     }
     report["settings"].update(
-        optimizer=args.optimizer, bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing
+        optimizer=args.optimizer,
+        bf16=args.bf16,
+        gradient_checkpointing=args.gradient_checkpointing,
+        train_steps=args.train_steps,
+        allocator=args.allocator,
     )
     common = ["--batch-size", str(args.batch_size), "--num-beams", str(args.num_beams)]
     common += ["--max-length", str(args.max_length), "--threads", str(args.threads)]
-    options = ["--optimizer", args.optimizer] + ["--bf16"] * args.bf16
+    options = ["--optimizer", args.optimizer, "--train-steps", str(args.train_steps), "--allocator", args.allocator]
+    options += ["--bf16"] * args.bf16
     options += ["--gradient-checkpointing"] * args.gradient_checkpointing + [
         "--profile-depth",
         str(args.profile_depth),

@@ -3,6 +3,7 @@ training step, each in a fresh process, the two sides alternating.
 
     python benchmarks/bench_vlci_reference.py --reference PATH [--batch-size 16] [--num-beams 3] [--new-tokens 60]
         [--generate-threads 2 1] [--train-threads 2] [--repeats 2] [--cxrgen-bf16] [--optimizer adamw|adamw_fused]
+        [--train-steps 3] [--allocators both]
 
 PATH is a local copy of the official code (github:WissingChen/VLCI: the folder holding its `models/`, `modules/`,
 `utils/` and `config/`). It is imported from there at run time and never copied into this repository; this script
@@ -47,6 +48,15 @@ installed in the official side's process before its modules are imported, make i
 - Its tokenizer needs the dataset's annotation file; the model reads only `len(tokenizer.idx2token)`, so a stand-in
   with 4,347 entries is passed.
 
+Training: `--train-steps` steps on the same batch on both sides; `seconds` is the median of the steps after the first
+(the first builds oneDNN's kernels and the optimizer state), the peak memory that of the whole run.
+
+Allocator: cxrgen's entry points tell glibc's malloc to keep the memory a step frees for the next step
+(`cxrgen.allocator.keep_freed_memory`), which the official code does not. The sides `official` and `cxrgen` run as each
+code runs for its users. `--allocators both` adds `official_kept_memory` (the official code after the same
+`keep_freed_memory()` call) and `cxrgen_system_allocator` (cxrgen with glibc's defaults), so that the model code can
+be compared under one allocator as well.
+
 Prints one JSON object: every run, and per measurement the official / cxrgen ratios of the runs of the same round
 (wall time and process CPU time, all threads: min, median, max). A Markdown table goes to stderr.
 """
@@ -55,6 +65,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import sys
 import time
 import types
@@ -62,6 +73,7 @@ import types
 from measurement import peak_rss_mib, run_json, spread
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+OFFICIAL_SIDES = ("official", "official_kept_memory")
 OFFICIAL_WORDS = 4347  # the official IU-Xray vocabulary (<unk> included); id 0 is its BOS / EOS / padding
 
 
@@ -246,6 +258,10 @@ def measure_official(args) -> dict:
         "parameters": sum(parameter.numel() for parameter in model.parameters()),
         "rss_after_build_mib": round(peak_rss_mib(), 1),
     }
+    if args.keep_freed_memory:
+        from cxrgen.allocator import keep_freed_memory
+
+        result["kept_freed_memory"] = keep_freed_memory()
     start, cpu_start = time.perf_counter(), time.process_time()
     if args.official_part == "generate":
         eos = config["eos_idx"]
@@ -264,12 +280,24 @@ def measure_official(args) -> dict:
         targets = torch.randint(1, OFFICIAL_WORDS + 1, (args.batch_size, args.new_tokens))
         targets[:, 0] = targets[:, -1] = config["bos_idx"]  # 0 ... 0, as its tokenizer frames a report
         masks = torch.ones_like(targets)
-        loss = compute_lm_loss(model(images, targets, mode="train"), targets, masks)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_value_(model.parameters(), 0.1)
-        optimizer.step()
-        result.update(loss=round(loss.item(), 5))
+        losses, seconds, cpu_seconds = [], [], []
+        for _ in range(args.train_steps):
+            loss = compute_lm_loss(model(images, targets, mode="train"), targets, masks)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_value_(model.parameters(), 0.1)
+            optimizer.step()
+            losses.append(round(loss.item(), 5))
+            seconds.append(time.perf_counter() - start)
+            cpu_seconds.append(time.process_time() - cpu_start)
+            start, cpu_start = time.perf_counter(), time.process_time()
+        steady = slice(1, None) if args.train_steps > 1 else slice(None)
+        result.update(loss=losses[0], losses=losses, first_step_seconds=round(seconds[0], 2))
+        result.update(step_seconds=[round(value, 2) for value in seconds])
+        result.update(seconds=round(statistics.median(seconds[steady]), 2))
+        result.update(cpu_seconds=round(statistics.median(cpu_seconds[steady]), 2))
+        result["peak_rss_mib"] = round(peak_rss_mib(), 1)
+        return result
     result.update(seconds=round(time.perf_counter() - start, 2), cpu_seconds=round(time.process_time() - cpu_start, 2))
     result["peak_rss_mib"] = round(peak_rss_mib(), 1)
     return result
@@ -281,14 +309,19 @@ def measure_official(args) -> dict:
 
 def run_side(side: str, task: str, threads: int, args) -> dict:
     common = ["--batch-size", str(args.batch_size), "--num-beams", str(args.num_beams), "--threads", str(threads)]
-    if side == "official":
+    common += ["--train-steps", str(args.train_steps)]
+    repository = [os.path.dirname(HERE)]
+    if side.startswith("official"):
         arguments = ["--reference", args.reference, "--official-part", task, *common]
-        arguments += ["--new-tokens", str(args.new_tokens)]
-        return run_json(__file__, arguments)
+        arguments += ["--new-tokens", str(args.new_tokens)] + ["--keep-freed-memory"] * (
+            side == "official_kept_memory"
+        )
+        return run_json(__file__, arguments, pythonpath=repository)
     length = args.new_tokens + 1 if task == "generate" else args.new_tokens
     arguments = ["--part", "generate_cache" if task == "generate" else "train_step", *common]
     arguments += ["--max-length", str(length), "--optimizer", args.optimizer] + ["--bf16"] * (side == "cxrgen_bf16")
-    return run_json(os.path.join(HERE, "bench_cmcrl.py"), arguments, pythonpath=[os.path.dirname(HERE)])
+    arguments += ["--allocator", "system" if side == "cxrgen_system_allocator" else "cxrgen"]
+    return run_json(os.path.join(HERE, "bench_cmcrl.py"), arguments, pythonpath=repository)
 
 
 def compare(task: str, threads: int, sides: list[str], args) -> dict:
@@ -298,12 +331,14 @@ def compare(task: str, threads: int, sides: list[str], args) -> dict:
             runs[side].append(run_side(side, task, threads, args))
             print(f"{task} {threads} threads, round {round_index}, {side}: {runs[side][-1]}", file=sys.stderr)
     result = {"runs": runs}
-    for side in sides[1:]:
-        pairs = list(zip(runs["official"], runs[side]))
-        result[f"official_over_{side}"] = {
-            "wall": spread([official["seconds"] / ours["seconds"] for official, ours in pairs]),
-            "cpu": spread([official["cpu_seconds"] / ours["cpu_seconds"] for official, ours in pairs]),
-        }
+    for reference in OFFICIAL_SIDES:
+        for side in sides:
+            if reference in runs and not side.startswith("official"):
+                pairs = list(zip(runs[reference], runs[side]))
+                result[f"{reference}_over_{side}"] = {
+                    "wall": spread([official["seconds"] / ours["seconds"] for official, ours in pairs]),
+                    "cpu": spread([official["cpu_seconds"] / ours["cpu_seconds"] for official, ours in pairs]),
+                }
     return result
 
 
@@ -311,8 +346,9 @@ def markdown(report: dict) -> str:
     batch = report["settings"]["batch_size"]
     lines = [
         f"| measurement (batch {batch}) | threads | side | wall s (min-max) | CPU s (min-max) | peak RSS MiB (max) "
-        "| official / side, wall: median (min-max) | CPU: median (min-max) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| official / side, wall: median (min-max) | CPU: median (min-max) | official keeping freed memory / side, "
+        "wall |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, measurement in report["measurements"].items():
         task, threads = name.rsplit("_", 1)
@@ -320,9 +356,11 @@ def markdown(report: dict) -> str:
             wall, cpu = spread([r["seconds"] for r in runs], 1), spread([r["cpu_seconds"] for r in runs], 1)
             ratio = measurement.get(f"official_over_{side}")
             ratios = ["", ""] if ratio is None else [f"{r[1]}x ({r[0]}-{r[2]})" for r in (ratio["wall"], ratio["cpu"])]
+            kept = measurement.get(f"official_kept_memory_over_{side}")
+            ratios.append("" if kept is None else "{1}x ({0}-{2})".format(*kept["wall"]))
             lines.append(
                 f"| {task} | {threads.rstrip('t')} | {side} | {wall[1]} ({wall[0]}-{wall[2]}) | {cpu[1]} ({cpu[0]}-"
-                f"{cpu[2]}) | {max(r['peak_rss_mib'] for r in runs):,.0f} | {ratios[0]} | {ratios[1]} |"
+                f"{cpu[2]}) | {max(r['peak_rss_mib'] for r in runs):,.0f} | {' | '.join(ratios)} |"
             )
     return "\n".join(lines)
 
@@ -338,6 +376,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=2, help="rounds; the order of the sides flips every round")
     parser.add_argument("--cxrgen-bf16", action="store_true", help="also time cxrgen's step under bf16 autocast")
     parser.add_argument("--optimizer", choices=("adamw", "adamw_fused"), default="adamw", help="cxrgen side")
+    parser.add_argument("--train-steps", type=int, default=3, help="training steps per run (first: warm-up)")
+    parser.add_argument("--allocators", choices=("own", "both"), default="own", help="see the docstring")
+    parser.add_argument("--keep-freed-memory", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--official-part", choices=("generate", "train_step"), help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -352,14 +393,26 @@ def main():
         **run_environment(torch_threads=sorted({*args.generate_threads, *args.train_threads})),
         "settings": {
             key: getattr(args, key)
-            for key in ("batch_size", "num_beams", "new_tokens", "repeats", "optimizer", "cxrgen_bf16")
+            for key in (
+                "batch_size",
+                "num_beams",
+                "new_tokens",
+                "repeats",
+                "optimizer",
+                "cxrgen_bf16",
+                "train_steps",
+                "allocators",
+            )
         },
         "measurements": {},
     }
+    both = ["official_kept_memory", "cxrgen_system_allocator"] * (args.allocators == "both")
     for threads in args.generate_threads:
-        report["measurements"][f"generate_{threads}t"] = compare("generate", threads, ["official", "cxrgen"], args)
+        report["measurements"][f"generate_{threads}t"] = compare(
+            "generate", threads, ["official", "cxrgen", *both], args
+        )
     for threads in args.train_threads:
-        sides = ["official", "cxrgen"] + ["cxrgen_bf16"] * args.cxrgen_bf16
+        sides = ["official", "cxrgen", *both] + ["cxrgen_bf16"] * args.cxrgen_bf16
         report["measurements"][f"train_step_{threads}t"] = compare("train_step", threads, sides, args)
     print(markdown(report), file=sys.stderr)
     print(json.dumps(report, indent=2))

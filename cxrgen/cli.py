@@ -12,6 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from .allocator import keep_freed_memory
 from .methods import DEFAULT_METHOD, METHODS, stage_names
 
 # Raised by the package for bad input, with a message naming the file or field (see the module docstring).
@@ -458,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown and not getattr(args, "passes_unknown_args", False):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Training and generation reuse the memory each step frees instead of faulting it in again (cxrgen.allocator).
+    keep_freed_memory()
     try:
         args.handler(args, unknown) if getattr(args, "passes_unknown_args", False) else args.handler(args)
     except USER_ERRORS as error:

@@ -29,6 +29,7 @@ LAYERS = (
             "cxrgen.methods",
             "cxrgen.parallel",
             "cxrgen.environment",
+            "cxrgen.allocator",
         ),
     ),
     ("processing", ("cxrgen.processing",)),

@@ -18,6 +18,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import PreTrainedModel, Trainer, TrainingArguments, set_seed
 from transformers.utils import CONFIG_NAME
 
+from cxrgen.allocator import keep_freed_memory
 from cxrgen.data.annotation import read_annotation
 from cxrgen.data.validation import check_images, check_views_per_study, log_skipped_image_check
 from cxrgen.methods import find_stage
@@ -280,7 +281,8 @@ class TrainingStage:
         backbone_weights: str | os.PathLike | None = None,
     ) -> Path:
         """Train the stage and save the final (best, when ``load_best_model_at_end``) model folder in ``output``
-        (see :mod:`cxrgen.trainers.stage_config` for the arguments)."""
+        (see :mod:`cxrgen.trainers.stage_config` for the arguments). Training keeps the memory each step frees for
+        the next one (:func:`cxrgen.allocator.keep_freed_memory`)."""
         trainer, checkpoint, info = self.build_trainer(
             config,
             data,
@@ -294,6 +296,7 @@ class TrainingStage:
             allow_pickle,
             backbone_weights,
         )
+        keep_freed_memory()
         trainer.train(resume_from_checkpoint=checkpoint)
         return self.save(trainer, Path(output), info)
 

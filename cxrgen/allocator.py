@@ -1,0 +1,43 @@
+"""Keep the memory a training step frees for the next step, instead of handing it back to the kernel.
+
+On Linux, glibc's malloc serves every block above its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and gives
+it back with ``munmap`` when the tensor is freed. A CMCRL training step at the papers' size allocates and frees
+several GiB of such blocks (the ResNet's activations and their gradients), so every step the kernel maps, faults in
+and zeroes them again, page by page: on a 2-core machine that was a quarter of the step's wall time, as system time
+(benchmarks/RESULTS.md). PyTorch has no caching allocator on the CPU; glibc can be told to serve large blocks from its
+heap and never to shrink it (``mallopt``), so that each step reuses what the step before freed.
+
+The cost is memory: the process keeps its largest footprint once reached, and the heap fragments a little (the
+training peak grows by a few hundred MiB). `cxrgen train` and the recipes built on it (`cxrgen demo`,
+`cxrgen benchmark`) call :func:`keep_freed_memory` before training; set ``CXRGEN_RETURN_FREED_MEMORY=1`` to keep
+glibc's defaults.
+"""
+
+import ctypes
+import logging
+import os
+import platform
+
+logger = logging.getLogger(__name__)
+
+OPT_OUT_VARIABLE = "CXRGEN_RETURN_FREED_MEMORY"
+# mallopt parameters from glibc's <malloc.h>.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse in this process (no ``mmap`` for large blocks, no trimming of
+    the heap). Returns whether it did: False on a libc other than glibc, or when ``CXRGEN_RETURN_FREED_MEMORY`` is
+    set to anything but ``0`` or an empty string. It changes how memory is allocated, never what is computed."""
+    if os.environ.get(OPT_OUT_VARIABLE, "0") not in ("", "0"):
+        return False
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    # glibc's manual: "Setting M_TRIM_THRESHOLD to -1 disables trimming completely"; M_MMAP_MAX 0 "disables the use
+    # of mmap(2) for servicing large allocation requests". mallopt returns 1 on success.
+    applied = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, -1) == 1
+    if applied:
+        logger.info("Freed memory is kept for reuse by this process (%s=1 keeps glibc's defaults).", OPT_OUT_VARIABLE)
+    return applied
