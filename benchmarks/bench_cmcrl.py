@@ -3,15 +3,16 @@ KV cache, and one training step's time and peak memory.
 
     python benchmarks/bench_cmcrl.py [--batch-size 16] [--num-beams 3] [--max-length 60] [--threads 1]
         [--optimizer adamw|adamw_fused] [--bf16] [--gradient-checkpointing] [--profile [--profile-depth 2]]
-        [--train-steps 3] [--allocator cxrgen|system] [--compare-with OTHER_CHECKOUT --repeats 3]
+        [--warmup-steps 2 --train-steps 3] [--allocator cxrgen|system] [--compare-with OTHER_CHECKOUT --repeats 3]
 
 Each measurement runs in its own subprocess so that its peak resident memory (`resource.getrusage` ru_maxrss,
 which covers torch's native allocations, unlike tracemalloc) is its own. The model is randomly initialised, so
 it never stops early: every study is decoded to `--max-length` tokens (the worst case). Prints one JSON object.
 
-A training measurement runs `--train-steps` steps on the same batch: `seconds` is the median of the steps after the
-first (what each step of a training run costs; the first also builds oneDNN's kernels and, at its end, the optimizer
-state), `first_step_seconds` the first, and the peak memory is that of the whole run, optimizer state included.
+A training measurement runs `--warmup-steps` and then `--train-steps` steps on the same batch: `seconds` is the median
+of the timed steps (what each step of a long run costs: the first steps also build oneDNN's kernels and the optimizer
+state, and under glibc's defaults malloc's thresholds still move), `first_step_seconds` the first step, and the peak
+memory is that of the whole run, optimizer state included.
 `--allocator cxrgen` (the default) does what `cxrgen train` and `cxrgen generate` do before they start:
 `cxrgen.allocator.keep_freed_memory()`, so that each step reuses the memory the one before freed; `system` keeps
 glibc's defaults. A checkout without `cxrgen.allocator` runs with glibc's defaults.
@@ -160,12 +161,12 @@ def measure(args) -> dict:
         result.update(generated_length=generated.shape[1])
     else:
         step, losses, seconds, cpu_seconds = training_step(args, model, pixel_values), [], [], []
-        for _ in range(args.train_steps):
+        for _ in range(args.warmup_steps + args.train_steps):
             losses.append(round(step().item(), 5))
             seconds.append(time.perf_counter() - start)
             cpu_seconds.append(time.process_time() - cpu_start)
             start, cpu_start = time.perf_counter(), time.process_time()
-        steady = slice(1, None) if args.train_steps > 1 else slice(None)
+        steady = slice(args.warmup_steps, None)
         result.update(loss=losses[0], losses=losses, first_step_seconds=round(seconds[0], 2))
         result.update(step_seconds=[round(value, 2) for value in seconds])
         result["peak_rss_mib"] = round(peak_rss_mib(), 1)
@@ -229,7 +230,8 @@ def main():
     parser.add_argument("--optimizer", choices=("adamw", "adamw_fused"), default="adamw")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (changes results: rounding)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--train-steps", type=int, default=3, help="steps of a training measurement (first: warm-up)")
+    parser.add_argument("--warmup-steps", type=int, default=2, help="untimed training steps before the timed ones")
+    parser.add_argument("--train-steps", type=int, default=3, help="timed training steps (their median is reported)")
     parser.add_argument("--allocator", choices=("cxrgen", "system"), default="cxrgen", help="see the docstring")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=PARTS[:3])
     parser.add_argument("--profile", action="store_true", help="add a per-module profile of a training step")
@@ -250,12 +252,14 @@ def main():
         optimizer=args.optimizer,
         bf16=args.bf16,
         gradient_checkpointing=args.gradient_checkpointing,
+        warmup_steps=args.warmup_steps,
         train_steps=args.train_steps,
         allocator=args.allocator,
     )
     common = ["--batch-size", str(args.batch_size), "--num-beams", str(args.num_beams)]
     common += ["--max-length", str(args.max_length), "--threads", str(args.threads)]
-    options = ["--optimizer", args.optimizer, "--train-steps", str(args.train_steps), "--allocator", args.allocator]
+    options = ["--optimizer", args.optimizer, "--allocator", args.allocator]
+    options += ["--warmup-steps", str(args.warmup_steps), "--train-steps", str(args.train_steps)]
     options += ["--bf16"] * args.bf16
     options += ["--gradient-checkpointing"] * args.gradient_checkpointing + [
         "--profile-depth",

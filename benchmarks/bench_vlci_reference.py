@@ -3,7 +3,7 @@ training step, each in a fresh process, the two sides alternating.
 
     python benchmarks/bench_vlci_reference.py --reference PATH [--batch-size 16] [--num-beams 3] [--new-tokens 60]
         [--generate-threads 2 1] [--train-threads 2] [--repeats 2] [--cxrgen-bf16] [--optimizer adamw|adamw_fused]
-        [--train-steps 3] [--allocators both]
+        [--warmup-steps 2 --train-steps 3] [--allocators both]
 
 PATH is a local copy of the official code (github:WissingChen/VLCI: the folder holding its `models/`, `modules/`,
 `utils/` and `config/`). It is imported from there at run time and never copied into this repository; this script
@@ -48,8 +48,8 @@ installed in the official side's process before its modules are imported, make i
 - Its tokenizer needs the dataset's annotation file; the model reads only `len(tokenizer.idx2token)`, so a stand-in
   with 4,347 entries is passed.
 
-Training: `--train-steps` steps on the same batch on both sides; `seconds` is the median of the steps after the first
-(the first builds oneDNN's kernels and the optimizer state), the peak memory that of the whole run.
+Training: `--warmup-steps` then `--train-steps` steps on the same batch on both sides; `seconds` is the median of the
+timed steps (as in bench_cmcrl.py), the peak memory that of the whole run.
 
 Allocator: cxrgen's entry points tell glibc's malloc to keep the memory a step frees for the next step
 (`cxrgen.allocator.keep_freed_memory`), which the official code does not. The sides `official` and `cxrgen` run as each
@@ -281,7 +281,7 @@ def measure_official(args) -> dict:
         targets[:, 0] = targets[:, -1] = config["bos_idx"]  # 0 ... 0, as its tokenizer frames a report
         masks = torch.ones_like(targets)
         losses, seconds, cpu_seconds = [], [], []
-        for _ in range(args.train_steps):
+        for _ in range(args.warmup_steps + args.train_steps):
             loss = compute_lm_loss(model(images, targets, mode="train"), targets, masks)
             optimizer.zero_grad()
             loss.backward()
@@ -291,7 +291,7 @@ def measure_official(args) -> dict:
             seconds.append(time.perf_counter() - start)
             cpu_seconds.append(time.process_time() - cpu_start)
             start, cpu_start = time.perf_counter(), time.process_time()
-        steady = slice(1, None) if args.train_steps > 1 else slice(None)
+        steady = slice(args.warmup_steps, None)
         result.update(loss=losses[0], losses=losses, first_step_seconds=round(seconds[0], 2))
         result.update(step_seconds=[round(value, 2) for value in seconds])
         result.update(seconds=round(statistics.median(seconds[steady]), 2))
@@ -309,7 +309,7 @@ def measure_official(args) -> dict:
 
 def run_side(side: str, task: str, threads: int, args) -> dict:
     common = ["--batch-size", str(args.batch_size), "--num-beams", str(args.num_beams), "--threads", str(threads)]
-    common += ["--train-steps", str(args.train_steps)]
+    common += ["--warmup-steps", str(args.warmup_steps), "--train-steps", str(args.train_steps)]
     repository = [os.path.dirname(HERE)]
     if side.startswith("official"):
         arguments = ["--reference", args.reference, "--official-part", task, *common]
@@ -376,7 +376,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=2, help="rounds; the order of the sides flips every round")
     parser.add_argument("--cxrgen-bf16", action="store_true", help="also time cxrgen's step under bf16 autocast")
     parser.add_argument("--optimizer", choices=("adamw", "adamw_fused"), default="adamw", help="cxrgen side")
-    parser.add_argument("--train-steps", type=int, default=3, help="training steps per run (first: warm-up)")
+    parser.add_argument("--warmup-steps", type=int, default=2, help="untimed training steps before the timed ones")
+    parser.add_argument("--train-steps", type=int, default=3, help="timed training steps (their median is reported)")
     parser.add_argument("--allocators", choices=("own", "both"), default="own", help="see the docstring")
     parser.add_argument("--keep-freed-memory", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--official-part", choices=("generate", "train_step"), help=argparse.SUPPRESS)
@@ -400,6 +401,7 @@ def main():
                 "repeats",
                 "optimizer",
                 "cxrgen_bf16",
+                "warmup_steps",
                 "train_steps",
                 "allocators",
             )
