@@ -3,14 +3,14 @@
 On Linux, glibc's malloc serves every block above its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and gives
 it back with ``munmap`` when the tensor is freed. A CMCRL training step at the papers' size allocates and frees
 several GiB of such blocks (the ResNet's activations and their gradients), so every step the kernel maps, faults in
-and zeroes them again, page by page: on a 2-core machine that was a quarter of the step's wall time, as system time
-(benchmarks/RESULTS.md). PyTorch has no caching allocator on the CPU; glibc can be told to serve large blocks from its
+and zeroes them again, page by page: on a 2-core machine a fifth of the step's wall time in a long run, a quarter in
+its first steps (benchmarks/RESULTS.md). PyTorch has no caching allocator on the CPU; glibc can be told to serve large blocks from its
 heap and never to shrink it (``mallopt``), so that each step reuses what the step before freed.
 
 The cost is memory: the process keeps its largest footprint once reached, and the heap fragments a little (the
-training peak grows by a few hundred MiB). `cxrgen train` and the recipes built on it (`cxrgen demo`,
-`cxrgen benchmark`) call :func:`keep_freed_memory` before training; set ``CXRGEN_RETURN_FREED_MEMORY=1`` to keep
-glibc's defaults.
+training peak grows by a few hundred MiB). Every `cxrgen` command calls :func:`keep_freed_memory` first, and
+`TrainingStage.run` before it trains (for the Python API: the demo, the benchmark); set
+``CXRGEN_RETURN_FREED_MEMORY=1`` to keep glibc's defaults.
 """
 
 import ctypes
@@ -39,5 +39,5 @@ def keep_freed_memory() -> bool:
     # of mmap(2) for servicing large allocation requests". mallopt returns 1 on success.
     applied = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, -1) == 1
     if applied:
-        logger.info("Freed memory is kept for reuse by this process (%s=1 keeps glibc's defaults).", OPT_OUT_VARIABLE)
+        logger.debug("Freed memory is kept for reuse by this process (%s=1 keeps glibc's defaults).", OPT_OUT_VARIABLE)
     return applied
