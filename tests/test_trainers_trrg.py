@@ -15,6 +15,7 @@ from two_process import TORCHRUN, launch
 
 from cxrgen.data.phantom_benchmark import build_phantom_benchmark
 from cxrgen.data.trrg_collators import TrrgCollator, TrrgContrastiveCollator, report_sentences
+from cxrgen.evaluation.perception import f1_thresholds, positive_matrix, study_probabilities
 from cxrgen.hub_cards.publish import validate_model_folder
 from cxrgen.labeler import label_report
 from cxrgen.modeling.loading import ModelFolderError
@@ -189,6 +190,50 @@ def test_init_hands_over_vision_tower_and_prompt_embeddings_then_trains_and_eval
     # the zero-shot head is frozen and its prompt embeddings are a buffer: stage-1 perception survives fine-tuning
     torch.testing.assert_close(final.model.zero_shot_head.prompt_embeds, stored)
     assert torch.equal(final.model.zero_shot_head.visual_projection.weight, stage1_model.visual_projection.weight)
+
+
+def test_clue_thresholds_are_calibrated_on_the_training_split_when_asked(bench, tmp_path):
+    annotation, images, stage1 = bench
+    train = json.loads(Path(annotation).read_text())["train"]
+    probabilities = study_probabilities(stage1, [[images / path for path in entry["image_path"]] for entry in train])
+    expected = f1_thresholds(probabilities, positive_matrix([entry["labels"] for entry in train]))
+    assert expected != [0.5] * 14
+    config = {"preset": "tiny", "model": {**STAGE2_CONFIG["model"], "freeze_vision_tower": True}}
+    config["model"]["clue_threshold_calibration"] = "train_f1"
+
+    output = trrg.run(
+        config, annotation, images, tmp_path / "run", init=stage1, trainer_args=trainer_args(1, None, *NO_EVAL)
+    )
+
+    model = AutoModel.from_pretrained(output)
+    assert model.config.clue_threshold == expected
+    assert model.model.clue_injector.thresholds == expected
+    assert "F1-optimal on the training split" in (output / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("model_options", "init", "message"),
+    [
+        ({"freeze_vision_tower": True}, False, "needs --init"),
+        ({}, True, "needs freeze_vision_tower: true"),
+        ({"freeze_vision_tower": True, "freeze_zero_shot_head": False}, True, "freeze_zero_shot_head: true"),
+    ],
+)
+def test_clue_threshold_calibration_needs_a_frozen_stage1_perception(bench, tmp_path, model_options, init, message):
+    annotation, images, stage1 = bench
+    config = {"preset": "tiny", "model": {**STAGE2_CONFIG["model"], **model_options}}
+    config["model"]["clue_threshold_calibration"] = "train_f1"
+    with pytest.raises(ValueError, match=message):
+        trrg.run(
+            config, annotation, images, tmp_path / "run", init=stage1 if init else None, trainer_args=trainer_args(1)
+        )
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_clue_threshold_calibration_is_refused():
+    config = {"preset": "tiny", "model": {"clue_threshold_calibration": "val"}}
+    with pytest.raises(ValueError, match="clue_threshold_calibration must be null or train_f1, got 'val'"):
+        trrg.model_options(load_stage_config(config))
 
 
 def test_an_init_folder_whose_config_does_not_fit_its_weights_is_one_short_error(bench, tmp_path):

@@ -18,7 +18,10 @@ Config (see cxrgen.trainers.stage_config for the YAML schema):
   ``language_model``: a causal LM checkpoint (local folder or Hub id, with its tokenizer; ``<image>``/``<clue>`` are
   added and the embeddings resized) or null: an LLM from ``text_config`` with a word-level tokenizer built from the
   training reports; ``vision_encoder``: a vision checkpoint for the tower (not with ``--init``); ``lora``: null (full
-  fine-tuning) or ``{r, alpha, dropout}``; ``load_in_4bit``: nf4 LLM weights (bitsandbytes; needs ``lora``).
+  fine-tuning) or ``{r, alpha, dropout}``; ``load_in_4bit``: nf4 LLM weights (bitsandbytes; needs ``lora``);
+  ``clue_threshold_calibration``: null (the config's ``clue_threshold``) or ``train_f1``: with ``--init``, each
+  observation's clue threshold is the one at which the stage-1 zero-shot probabilities reach their best F1 on the
+  training split (:func:`calibrated_clue_thresholds`; needs the perception frozen in stage 2).
 - ``data``: ``balance_power`` (default 0: off) draws training studies by the rarity of their positive observations
   (:func:`cxrgen.data.sampling.observation_balance_weights`), as VLCI does.
 - ``processor``: ``image_size`` (default: the vision config's; with ``--init`` the stage-1 image processor is used),
@@ -58,6 +61,7 @@ from transformers import (
 
 from cxrgen.compat import checkpointing_requested
 from cxrgen.data.trrg_collators import TrrgCollator
+from cxrgen.evaluation.perception import f1_thresholds, positive_matrix, study_probabilities
 from cxrgen.modeling.loading import load_model_folder
 from cxrgen.modeling.trrg import TrrgForConditionalGeneration, TrrgForContrastivePretraining
 from cxrgen.modeling.trrg.configuration_trrg import TrrgConfig
@@ -83,7 +87,8 @@ BASE_MODEL_DIR = "base-model"
 ADAPTER_DIR = "adapter"
 IMAGE_TOKEN, CLUE_TOKEN = "<image>", "<clue>"
 IGNORE_INDEX = -100
-MODEL_KEYS = ("language_model", "vision_encoder", "lora", "load_in_4bit")
+MODEL_KEYS = ("language_model", "vision_encoder", "lora", "load_in_4bit", "clue_threshold_calibration")
+CLUE_THRESHOLD_CALIBRATIONS = (None, "train_f1")
 PROCESSOR_KEYS = ("image_size", "max_length", "min_frequency", "prompt")
 LORA_KEYS = ("r", "alpha", "dropout")
 
@@ -194,6 +199,11 @@ def model_options(stage_config: StageConfig, base: dict | None = None) -> tuple[
             f"{stage_config.source}: model.load_in_4bit must be true or false, got {extra['load_in_4bit']!r}."
         )
     extra["load_in_4bit"] = bool(extra["load_in_4bit"])
+    if extra["clue_threshold_calibration"] not in CLUE_THRESHOLD_CALIBRATIONS:
+        raise ValueError(
+            f"{stage_config.source}: model.clue_threshold_calibration must be null or train_f1, got "
+            f"{extra['clue_threshold_calibration']!r}."
+        )
     if extra["load_in_4bit"] and lora is None:
         raise ValueError(
             f"{stage_config.source}: model.load_in_4bit trains LoRA adapters on frozen 4-bit weights; "
@@ -300,6 +310,33 @@ def build_model_and_processor(
     return model, processor, transferred
 
 
+def calibrated_clue_thresholds(run: StageRun, options: dict) -> list[float]:
+    """Per observation, the threshold at which the zero-shot probabilities of the ``--init`` stage-1 folder reach
+    their best F1 against the training split's labels (:func:`cxrgen.evaluation.perception.f1_thresholds`).
+
+    Stage 1 weights the positives of its disease-prompt loss by their rarity, which raises the probabilities of the
+    rare observations; at the default 0.5 they fire far more often than the observations occur (on the phantom
+    benchmark: 1.5 positive clues per test study against 0.9 true positives), and an LLM that writes what its clues
+    say then writes those false findings. The thresholds stay valid for the whole run only while the perception the
+    clues come from does not train, so ``options`` (the TrrgConfig kwargs) must keep the vision tower and the
+    zero-shot head frozen."""
+    if run.init is None:
+        raise ValueError(
+            f"{run.config.source}: model.clue_threshold_calibration: train_f1 needs --init (the stage-1 folder whose "
+            "zero-shot head gives the clues)."
+        )
+    if not options.get("freeze_vision_tower", False) or not options.get("freeze_zero_shot_head", True):
+        raise ValueError(
+            f"{run.config.source}: model.clue_threshold_calibration: train_f1 needs freeze_vision_tower: true and "
+            "freeze_zero_shot_head: true (thresholds fitted before training hold only for a perception that does "
+            "not train)."
+        )
+    entries = run.annotation["train"]
+    studies = [[Path(run.images) / path for path in entry["image_path"]] for entry in entries]
+    probabilities = study_probabilities(run.init, studies)
+    return f1_thresholds(probabilities, positive_matrix([entry["labels"] for entry in entries]))
+
+
 def lora_config(model: TrrgForConditionalGeneration, options: dict) -> LoraConfig:
     """peft ``LoraConfig``: the LLM's attention projections adapted, the non-LLM trainable modules saved whole."""
     return LoraConfig(
@@ -358,7 +395,12 @@ class TrrgStage(TrainingStage):
         """The stage-2 parts; the model is a peft model for LoRA runs."""
         base = stage_settings(run.config)
         options = model_options(run.config, base)
-        _, extra, settings = options
+        config_options, extra, settings = options
+        if extra["clue_threshold_calibration"] is not None and run.checkpoint is None:
+            config_options["clue_threshold"] = calibrated_clue_thresholds(run, config_options)
+            logger.info(
+                "trrg: clue thresholds (F1-optimal on the training split): %s", config_options["clue_threshold"]
+            )
         args = run.training_args({**TRAINING_DEFAULTS, **base["training"]}, Seq2SeqTrainingArguments)
         check_best_metric(args)
         train = run.split("train")
@@ -415,6 +457,9 @@ class TrrgStage(TrainingStage):
             "best model metric": args.metric_for_best_model if args.load_best_model_at_end else "last checkpoint",
             "evaluation beams": generation["num_beams"],
             "observation-balanced sampling (power)": data["balance_power"] or "off",
+            "clue thresholds": "F1-optimal on the training split (stage-1 zero-shot head)"
+            if extra["clue_threshold_calibration"]
+            else "the config's clue_threshold",
         }
         info = run.card_info(
             args,
