@@ -14,9 +14,10 @@ pytestmark = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only"
 )
 
-# Page faults of a fresh 64 MiB tensor, before and after keep_freed_memory(), in a process of its own (the setting
-# is process-wide). A first tensor after the call grows the heap once; the one after it is what each training step
-# sees.
+# Page faults of fresh 64 MiB tensors in a process of its own (the setting is process-wide): one with glibc's
+# defaults, then a run of them after keep_freed_memory(). The heap first grows (a freed block that small allocations
+# pin in place is not reused for a block of its own size plus memalign's slack) and settles within a few tensors;
+# from then on each tensor reuses freed memory, which is what every later training step sees.
 SCRIPT = """
 import json, resource, torch
 from cxrgen.allocator import keep_freed_memory
@@ -29,8 +30,8 @@ def faults_of_a_fresh_tensor():
 faults_of_a_fresh_tensor()
 system = faults_of_a_fresh_tensor()
 kept = keep_freed_memory()
-faults_of_a_fresh_tensor()
-print(json.dumps({"kept": kept, "system": system, "after": faults_of_a_fresh_tensor()}))
+after = [faults_of_a_fresh_tensor() for _ in range(30)]
+print(json.dumps({"kept": kept, "system": system, "after": after}))
 """
 
 
@@ -59,7 +60,7 @@ def test_freed_memory_is_reused_without_page_faults():
     assert result["kept"] is True
     if maps_small_pages():
         assert result["system"] > pages // 2  # glibc maps every block this large afresh
-    assert result["after"] < pages // 100
+    assert max(result["after"][-10:]) < pages // 100
 
 
 @pytest.mark.parametrize("opt_out", ["1", "yes"])
@@ -68,4 +69,4 @@ def test_the_opt_out_variable_keeps_glibc_defaults(opt_out):
     pages = 64 * 1024 * 1024 // os.sysconf("SC_PAGE_SIZE")
     assert result["kept"] is False
     if maps_small_pages():
-        assert result["after"] > pages // 2
+        assert min(result["after"][-10:]) > pages // 2

@@ -38,7 +38,9 @@ Stage 2 (`TrrgForConditionalGeneration`, the transformers 5 VLM layout: `model` 
   * Clue injection: observations are selected by per-observation threshold, top-k, all or none (the ablation
     without clues); `clue_probabilities` given to `forward` / `generate` replace the zero-shot head's as their
     source (clues from another classifier, or another study's, to test that the report follows them); each clue is
-    MLP([t_polarity ; p]) + observation embedding + polarity embedding, polarity = p >= threshold. Selected
+    MLP([t_polarity ; p]) + observation embedding + polarity embedding, polarity = p >= threshold (`clue_threshold`,
+    one per observation; the tiny CPU recipe sets each where the stage-1 probabilities reach their best F1 on the
+    training split: at 0.5 its rarity-weighted head fires far more clues than there are findings). Selected
     clues are packed most probable first into `num_clue_tokens` slots; empty slots carry a learned "no clue"
     embedding, so prompts have a fixed length and the KV cache needs no mask surgery.
   * Clue teacher forcing (`label_clue_rate`; on in the tiny CPU recipe, off by default): in training, that share
