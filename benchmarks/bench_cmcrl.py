@@ -29,12 +29,11 @@ import argparse
 import functools
 import json
 import os
-import statistics
 import time
 from collections import defaultdict
 
 import torch
-from measurement import peak_rss_mib, run_json, spread
+from measurement import peak_rss_mib, run_json, spread, timed_steps
 
 from cxrgen.compat import enable_checkpointing
 from cxrgen.environment import run_environment
@@ -160,19 +159,8 @@ def measure(args) -> dict:
         result.update(studies_per_second=round(args.batch_size / (time.perf_counter() - start), 3))
         result.update(generated_length=generated.shape[1])
     else:
-        step, losses, seconds, cpu_seconds = training_step(args, model, pixel_values), [], [], []
-        for _ in range(args.warmup_steps + args.train_steps):
-            losses.append(round(step().item(), 5))
-            seconds.append(time.perf_counter() - start)
-            cpu_seconds.append(time.process_time() - cpu_start)
-            start, cpu_start = time.perf_counter(), time.process_time()
-        steady = slice(args.warmup_steps, None)
-        result.update(loss=losses[0], losses=losses, first_step_seconds=round(seconds[0], 2))
-        result.update(step_seconds=[round(value, 2) for value in seconds])
-        result["peak_rss_mib"] = round(peak_rss_mib(), 1)
-        result.update(seconds=round(statistics.median(seconds[steady]), 2))
-        result.update(cpu_seconds=round(statistics.median(cpu_seconds[steady]), 2))
-        return result
+        step = training_step(args, model, pixel_values)
+        return {**result, **timed_steps(lambda: step().item(), args.warmup_steps, args.train_steps)}
     result.update(seconds=round(time.perf_counter() - start, 2), cpu_seconds=round(time.process_time() - cpu_start, 2))
     result["peak_rss_mib"] = round(peak_rss_mib(), 1)
     return result

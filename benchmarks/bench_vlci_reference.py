@@ -65,12 +65,11 @@ import argparse
 import json
 import math
 import os
-import statistics
 import sys
 import time
 import types
 
-from measurement import peak_rss_mib, run_json, spread
+from measurement import peak_rss_mib, run_json, spread, timed_steps
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OFFICIAL_SIDES = ("official", "official_kept_memory")
@@ -280,24 +279,16 @@ def measure_official(args) -> dict:
         targets = torch.randint(1, OFFICIAL_WORDS + 1, (args.batch_size, args.new_tokens))
         targets[:, 0] = targets[:, -1] = config["bos_idx"]  # 0 ... 0, as its tokenizer frames a report
         masks = torch.ones_like(targets)
-        losses, seconds, cpu_seconds = [], [], []
-        for _ in range(args.warmup_steps + args.train_steps):
+
+        def step() -> float:
             loss = compute_lm_loss(model(images, targets, mode="train"), targets, masks)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_value_(model.parameters(), 0.1)
             optimizer.step()
-            losses.append(round(loss.item(), 5))
-            seconds.append(time.perf_counter() - start)
-            cpu_seconds.append(time.process_time() - cpu_start)
-            start, cpu_start = time.perf_counter(), time.process_time()
-        steady = slice(args.warmup_steps, None)
-        result.update(loss=losses[0], losses=losses, first_step_seconds=round(seconds[0], 2))
-        result.update(step_seconds=[round(value, 2) for value in seconds])
-        result.update(seconds=round(statistics.median(seconds[steady]), 2))
-        result.update(cpu_seconds=round(statistics.median(cpu_seconds[steady]), 2))
-        result["peak_rss_mib"] = round(peak_rss_mib(), 1)
-        return result
+            return loss.item()
+
+        return {**result, **timed_steps(step, args.warmup_steps, args.train_steps)}
     result.update(seconds=round(time.perf_counter() - start, 2), cpu_seconds=round(time.process_time() - cpu_start, 2))
     result["peak_rss_mib"] = round(peak_rss_mib(), 1)
     return result

@@ -6,8 +6,11 @@ Only the standard library, so that a measured process that imports this module c
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 
 
 def peak_rss_mib() -> float:
@@ -32,3 +35,23 @@ def spread(values: list[float], digits: int = 2) -> list[float]:
     """[min, median, max] of `values` (the upper median for an even count)."""
     ordered = sorted(values)
     return [round(ordered[0], digits), round(ordered[len(ordered) // 2], digits), round(ordered[-1], digits)]
+
+
+def timed_steps(step: Callable[[], float], warmup_steps: int, train_steps: int) -> dict:
+    """Run ``warmup_steps`` then ``train_steps`` training steps (``step`` returns the loss): every loss and step time,
+    ``seconds`` / ``cpu_seconds`` the medians of the timed steps, and this process's peak memory after them."""
+    losses, seconds, cpu_seconds = [], [], []
+    for _ in range(warmup_steps + train_steps):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        losses.append(round(float(step()), 5))
+        seconds.append(time.perf_counter() - start)
+        cpu_seconds.append(time.process_time() - cpu_start)
+    return {
+        "loss": losses[0],
+        "losses": losses,
+        "first_step_seconds": round(seconds[0], 2),
+        "step_seconds": [round(value, 2) for value in seconds],
+        "seconds": round(statistics.median(seconds[warmup_steps:]), 2),
+        "cpu_seconds": round(statistics.median(cpu_seconds[warmup_steps:]), 2),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+    }
