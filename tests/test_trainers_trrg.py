@@ -236,6 +236,12 @@ def test_an_unknown_clue_threshold_calibration_is_refused():
         trrg.model_options(load_stage_config(config))
 
 
+def test_a_clue_threshold_beside_its_calibration_is_refused():
+    config = {"preset": "tiny", "model": {"clue_threshold": 0.3, "clue_threshold_calibration": "train_f1"}}
+    with pytest.raises(ValueError, match="clue_threshold and model.clue_threshold_calibration exclude each other"):
+        trrg.model_options(load_stage_config(config))
+
+
 def test_an_init_folder_whose_config_does_not_fit_its_weights_is_one_short_error(bench, tmp_path):
     annotation, images, stage1 = bench
     mismatched = tmp_path / "mismatched"

@@ -204,6 +204,11 @@ def model_options(stage_config: StageConfig, base: dict | None = None) -> tuple[
             f"{stage_config.source}: model.clue_threshold_calibration must be null or train_f1, got "
             f"{extra['clue_threshold_calibration']!r}."
         )
+    if extra["clue_threshold_calibration"] is not None and "clue_threshold" in stage_config.model:
+        raise ValueError(
+            f"{stage_config.source}: model.clue_threshold and model.clue_threshold_calibration exclude each other (the "
+            "calibration sets the thresholds)."
+        )
     if extra["load_in_4bit"] and lora is None:
         raise ValueError(
             f"{stage_config.source}: model.load_in_4bit trains LoRA adapters on frozen 4-bit weights; "
