@@ -22,19 +22,18 @@ import numpy as np
 import torch
 
 from cxrgen.environment import run_environment
+from cxrgen.evaluation.metrics import compute_ce_metrics
 from cxrgen.evaluation.perception import positive_matrix, study_probabilities
 from cxrgen.inference import generate_reports, load_generator
 from cxrgen.labeler import label_reports
 from cxrgen.labels import CHEXPERT_OBSERVATIONS
 
 
-def f1(predicted: np.ndarray, truth: np.ndarray) -> float:
-    """F1 of one observation's boolean predictions (0 where neither side has a positive)."""
-    return float(2 * (predicted & truth).sum() / max(1, predicted.sum() + truth.sum()))
-
-
 def following(clues: np.ndarray, written: np.ndarray, truth: np.ndarray) -> dict:
-    """Per-observation and per-clue-count figures of reports `written` from boolean `clues` (studies, 14)."""
+    """Per-observation and per-clue-count figures of reports `written` from boolean `clues` (studies, 14); the F1s
+    are `compute_ce_metrics`' (booleans as mention codes: positive or not mentioned)."""
+    clue_scores = compute_ce_metrics(clues.astype(int), truth.astype(int))
+    report_scores = compute_ce_metrics(written.astype(int), truth.astype(int))
     observations = {}
     for index, name in enumerate(CHEXPERT_OBSERVATIONS):
         positive = clues[:, index]
@@ -43,8 +42,8 @@ def following(clues: np.ndarray, written: np.ndarray, truth: np.ndarray) -> dict
                 "positive_clues": int(positive.sum()),
                 "written_when_clue_positive": float(written[positive, index].mean()),
                 "written_when_clue_negative": float(written[~positive, index].mean()),
-                "clue_f1": f1(positive, truth[:, index]),
-                "report_f1": f1(written[:, index], truth[:, index]),
+                "clue_f1": clue_scores["per_observation"][name]["f1"],
+                "report_f1": report_scores["per_observation"][name]["f1"],
             }
     counts = clues.sum(1)
     by_count = {
@@ -55,8 +54,11 @@ def following(clues: np.ndarray, written: np.ndarray, truth: np.ndarray) -> dict
         for count in np.unique(counts)
         if count > 0
     }
-    macro = float(np.mean([f1(written[:, i], truth[:, i]) for i in range(truth.shape[1])]))
-    return {"report_macro_f1": macro, "observations": observations, "by_positive_clues": by_count}
+    return {
+        "report_macro_f1": report_scores["macro"]["f1"],
+        "observations": observations,
+        "by_positive_clues": by_count,
+    }
 
 
 def measure(run: Path, num_beams: int) -> dict:
