@@ -426,6 +426,10 @@ class TrrgModelOutputWithPast(BaseModelOutputWithPast):
     clue_mask: torch.BoolTensor | None = None
 
 
+# The perception fields TrrgModelOutputWithPast carries over from TrrgPerception.
+_PERCEPTION_FIELDS = ("disease_probs", "disease_logits", "clue_ids", "clue_polarity", "clue_mask")
+
+
 @dataclass
 class TrrgCausalLMOutputWithPast(CausalLMOutputWithPast):
     """LM output; `loss` = LM loss + disease_loss_weight * disease_loss when both labels are given."""
@@ -793,17 +797,16 @@ class TrrgModel(TrrgPreTrainedModel):
             **{CACHE_FIELD: cache},
             **kwargs,
         )
-        found = image_features if image_features is not None else TrrgPerception()
+        # Decoding steps have no images: their outputs leave the perception fields empty (no per-step TrrgPerception).
+        perception = (
+            {} if image_features is None else {name: getattr(image_features, name) for name in _PERCEPTION_FIELDS}
+        )
         return TrrgModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
             **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            disease_probs=found.disease_probs,
-            disease_logits=found.disease_logits,
-            clue_ids=found.clue_ids,
-            clue_polarity=found.clue_polarity,
-            clue_mask=found.clue_mask,
+            **perception,
         )
 
 
