@@ -5,7 +5,7 @@ import torch
 from test_trrg_common import CLUE_ID, IMAGE_ID, pixels, prompt_ids, trrg_config
 
 from cxrgen.compat import enable_checkpointing
-from cxrgen.modeling.trrg.modeling_trrg import TrrgForConditionalGeneration
+from cxrgen.modeling.trrg.modeling_trrg import CACHE_FIELD, TrrgForConditionalGeneration
 
 pytestmark = pytest.mark.transformers_compat
 
@@ -48,6 +48,20 @@ def test_generation_with_and_without_cache_is_identical(arch):
         assert torch.equal(cached, uncached)
     new_tokens = cached[:, ids.shape[1] :]
     assert not torch.isin(new_tokens, torch.tensor([IMAGE_ID, CLUE_ID])).any()
+
+
+def test_a_decoding_step_continues_the_prefill_and_carries_no_perception():
+    model = make_model()
+    ids = prompt_ids(model.config, TEXT)
+    with torch.no_grad():
+        prefill = model(input_ids=ids[:, :-1], pixel_values=pixels(), use_cache=True)
+        # The cache goes in under its pre-5.24 name, which the forward takes on every release.
+        step = model(input_ids=ids[:, -1:], use_cache=True, past_key_values=getattr(prefill, CACHE_FIELD))
+        whole = model(input_ids=ids, pixel_values=pixels())
+    assert prefill.disease_probs is not None and prefill.clue_mask is not None
+    fields = ("disease_probs", "disease_logits", "clue_ids", "clue_polarity", "clue_mask")
+    assert all(getattr(step, name) is None for name in fields)
+    torch.testing.assert_close(step.logits[:, -1], whole.logits[:, -1])
 
 
 @pytest.mark.parametrize("arch", ARCHS)
