@@ -341,6 +341,7 @@ def test_gradient_checkpointing_gives_the_same_loss_gradients_and_batch_norm_sta
     enable_checkpointing(checkpointed)
     assert checkpointed.encoder.embeddings.gradient_checkpointing
     assert all(layer.gradient_checkpointing for layer in [*checkpointed.encoder.layers, *checkpointed.decoder.layers])
+    assert len(checkpointed.encoder.embeddings._checkpoint_segments()) > 1  # the ResNet stem and stages one by one
     pixel_values, pixel_mask = studies
     if model_class is CmcrlForPreTraining:
         ids = torch.tensor([[1, 5, 6, 7, 8, 2], [1, 9, 10, 11, 2, 0], [1, 12, 13, 14, 15, 2]])

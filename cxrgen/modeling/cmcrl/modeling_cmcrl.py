@@ -430,6 +430,28 @@ class CmcrlMultimodalDecoderLayer(CmcrlDecoderLayer):
         return super()._path(path)
 
 
+def _replayable(
+    module: nn.Module, function: Callable[[torch.Tensor], torch.Tensor]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`function` (which runs `module`) made safe for checkpointing to call twice: the replay in the backward pass
+    leaves the module's batch-norm running statistics as the first call left them (it would otherwise update them a
+    second time, so that a checkpointed step would not train the same model)."""
+    calls = []
+
+    def replayable(hidden_states: torch.Tensor) -> torch.Tensor:
+        if not calls:
+            calls.append(True)
+            return function(hidden_states)
+        statistics = [(buffer, buffer.clone()) for buffer in module.buffers()]
+        try:
+            return function(hidden_states)
+        finally:  # also when the replay stops early, once it has recomputed what the backward pass needs
+            for buffer, saved in statistics:
+                buffer.copy_(saved)
+
+    return replayable
+
+
 class CmcrlVisionEmbeddings(nn.Module):
     """Backbone features -> linear projection + 2-D sin-cos position (+ view embedding) -> LayerNorm; plus a CLS token."""
 
@@ -466,24 +488,15 @@ class CmcrlVisionEmbeddings(nn.Module):
             self.backbone.requires_grad_(False)
         return self
 
-    def _replayable_backbone(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The backbone's last feature map as a function that checkpointing may call twice: the replay in the
-        backward pass leaves the batch-norm running statistics as the first call left them (it would otherwise
-        update them a second time, so that a checkpointed step would not train the same model)."""
-        calls = []
-
-        def features(images: torch.Tensor) -> torch.Tensor:
-            if not calls:
-                calls.append(True)
-                return self.backbone(images).feature_maps[-1]
-            statistics = [(buffer, buffer.clone()) for buffer in self.backbone.buffers()]
-            try:
-                return self.backbone(images).feature_maps[-1]
-            finally:  # also when the replay stops early, once it has recomputed what the backward pass needs
-                for buffer, saved in statistics:
-                    buffer.copy_(saved)
-
-        return features
+    def _checkpoint_segments(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+        """The backbone as functions that checkpointing runs one after the other, each replayed alone in the backward
+        pass, so that the replay never holds more than one segment's activations: for transformers' ResNet the stem
+        and each stage up to the last feature map, for other backbones the whole backbone."""
+        if self.config.backbone_config.model_type == "resnet":
+            last = self.backbone.stage_names.index(self.backbone.out_features[-1])
+            modules = [self.backbone.embedder, *self.backbone.encoder.stages[:last]]
+            return [_replayable(module, module) for module in modules]
+        return [_replayable(self.backbone, lambda images: self.backbone(images).feature_maps[-1])]
 
     def position_encoding(self, num_views: int, device: torch.device | str | None) -> torch.Tensor:
         """(1 + V*G*G, D): zero for CLS, the same grid encoding for every view."""
@@ -508,7 +521,9 @@ class CmcrlVisionEmbeddings(nn.Module):
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 # Non-reentrant whatever the checkpointing kwargs: the images need no gradient, and a reentrant
                 # checkpoint would then cut the backbone off from the loss.
-                features = torch.utils.checkpoint.checkpoint(self._replayable_backbone(), images, use_reentrant=False)
+                features = images
+                for segment in self._checkpoint_segments():
+                    features = torch.utils.checkpoint.checkpoint(segment, features, use_reentrant=False)
             else:
                 features = self.backbone(images).feature_maps[-1]
         if features.shape[-2:] != (grid, grid):
