@@ -426,8 +426,12 @@ class TrrgModelOutputWithPast(BaseModelOutputWithPast):
     clue_mask: torch.BoolTensor | None = None
 
 
-# The perception fields TrrgModelOutputWithPast carries over from TrrgPerception.
-_PERCEPTION_FIELDS = ("disease_probs", "disease_logits", "clue_ids", "clue_polarity", "clue_mask")
+# The perception fields the backbone output adds to the LLM's and the LM output hands on.
+_PERCEPTION_FIELDS = tuple(
+    name
+    for name in TrrgModelOutputWithPast.__dataclass_fields__
+    if name not in BaseModelOutputWithPast.__dataclass_fields__
+)
 
 
 @dataclass
@@ -1041,11 +1045,7 @@ class TrrgForConditionalGeneration(TrrgPreTrainedModel, GenerationMixin):
             **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            disease_probs=outputs.disease_probs,
-            disease_logits=outputs.disease_logits,
-            clue_ids=outputs.clue_ids,
-            clue_polarity=outputs.clue_polarity,
-            clue_mask=outputs.clue_mask,
+            **{name: getattr(outputs, name) for name in _PERCEPTION_FIELDS},
         )
 
     @torch.no_grad()
