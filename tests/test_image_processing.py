@@ -295,6 +295,23 @@ def test_shapes_and_masks():
     torch.testing.assert_close(padded.pixel_values[:, :2], ragged.pixel_values)
 
 
+@pytest.mark.parametrize("resample", [0, 2, 3])
+def test_views_at_the_target_size_skip_the_resize_that_would_return_their_pixels(resample):
+    from cxrgen.processing.image_processing_cxr import _INTERPOLATION_MODES, _resize
+
+    processor = CxrImageProcessor(size=SIZE, resample=resample)
+    at_size, larger = noise(5, (32, 32)), noise(6, (40, 36))
+    view = torch.from_numpy(np.stack([at_size] * 3)).float()
+    assert torch.equal(_resize(view, 32, 32, _INTERPOLATION_MODES[resample]), view)
+
+    batch = processor([[at_size, larger], [larger]], num_views=3)
+    alone = [processor(image).pixel_values[0, 0] for image in (at_size, larger)]
+    assert torch.equal(batch.pixel_values[0, 0], alone[0]) and torch.equal(batch.pixel_values[0, 1], alone[1])
+    assert torch.equal(batch.pixel_values[1, 0], alone[1]) and not batch.pixel_values[1, 1:].any()
+    expected = (view / 255 - MEAN) / STD
+    torch.testing.assert_close(alone[0], expected, rtol=0, atol=1e-6)
+
+
 def test_bad_batches():
     processor = CxrImageProcessor(size=SIZE, num_views=2)
     image = gray(0)
