@@ -299,7 +299,7 @@ class CxrImageProcessor(BaseImageProcessor):
         pixel_mask = torch.zeros(len(processed), views, dtype=torch.long)
         for index, study in enumerate(processed):
             # Rescaled and normalised in place, a study at a time while its views are in cache: the same
-            # operations on each pixel as view by view, so the same values, in a third of the calls.
+            # operations on each pixel as view by view, so the same values, with one call per study, not per view.
             real = pixel_values[index, : len(study)]
             torch.stack(study, out=real)
             if do_rescale:
